@@ -1,0 +1,108 @@
+package bridge
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// maxTokenLen bounds what the JWT parser is given; real subscriber tokens are a few hundred bytes.
+const maxTokenLen = 4096
+
+// subscriber is who a request's token names. The user is the stream the request reads: it comes
+// from the verified token and from nothing the client sends alongside it.
+type subscriber struct {
+	user    string
+	expires time.Time
+}
+
+type subscriberKey struct{}
+
+func subscriberFrom(ctx context.Context) subscriber {
+	sub, _ := ctx.Value(subscriberKey{}).(subscriber)
+	return sub
+}
+
+// bearer returns the credential of an "Authorization: Bearer" header, or "".
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+func unauthorized(code, msg string) *apiError {
+	return errorf(http.StatusUnauthorized, code, "%s", msg)
+}
+
+// subscriberOnly verifies the subscriber token (Authorization: Bearer, or the token query
+// parameter because EventSource cannot set headers) and puts its subject in the context.
+func (s *Server) subscriberOnly(next apiFunc) apiFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		tok := bearer(r)
+		if tok == "" {
+			tok = r.URL.Query().Get("token")
+		}
+		sub, err := s.verifyToken(tok)
+		if err != nil {
+			return err
+		}
+		return next(w, r.WithContext(context.WithValue(r.Context(), subscriberKey{}, sub)))
+	}
+}
+
+// verifyToken checks a subscriber JWT strictly: HS256 only (no "none", no algorithm the token
+// chooses), a signature by BRIDGE_JWT_SECRET, exp required and in the future, nbf respected, and
+// a sub that is a valid stream name.
+func (s *Server) verifyToken(tok string) (subscriber, error) {
+	if tok == "" {
+		return subscriber{}, unauthorized("token_missing", "a subscriber token is required (Authorization: Bearer, or the token query parameter)")
+	}
+	if len(tok) > maxTokenLen {
+		return subscriber{}, unauthorized("token_invalid", "token is too long")
+	}
+	var claims jwt.RegisteredClaims
+	_, err := s.jwt.ParseWithClaims(tok, &claims, func(*jwt.Token) (any, error) { return s.jwtSecret, nil })
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return subscriber{}, unauthorized("token_expired", "token has expired; fetch a new one and resume from your last id")
+	case err != nil:
+		return subscriber{}, unauthorized("token_invalid", "token is not valid")
+	}
+	if validUser(claims.Subject) != nil {
+		return subscriber{}, unauthorized("token_invalid", "token has no valid sub claim")
+	}
+	return subscriber{user: claims.Subject, expires: claims.ExpiresAt.Time}, nil
+}
+
+// secretKey holds a shared key as its SHA-256 digest, so comparing it takes the same time
+// whatever the candidate's length or content.
+type secretKey [sha256.Size]byte
+
+func newSecretKey(k string) secretKey { return sha256.Sum256([]byte(k)) }
+
+func (k *secretKey) matches(candidate string) bool {
+	h := sha256.Sum256([]byte(candidate))
+	return subtle.ConstantTimeCompare(h[:], k[:]) == 1
+}
+
+// keyOnly admits requests whose bearer credential is key.
+func keyOnly(key *secretKey, name string, next apiFunc) apiFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		got := bearer(r)
+		if got == "" {
+			return unauthorized("key_missing", "this endpoint needs Authorization: Bearer $"+name)
+		}
+		if !key.matches(got) {
+			return unauthorized("key_invalid", "the key does not match "+name)
+		}
+		return next(w, r)
+	}
+}

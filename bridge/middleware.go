@@ -1,0 +1,113 @@
+package bridge
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// reqInfo carries what a handler learns about its request back to the access log.
+type reqInfo struct{ transport string }
+
+type reqInfoKey struct{}
+
+// setTransport names the transport a request used (sse, longpoll, poll) for the access log.
+func setTransport(r *http.Request, transport string) {
+	if ri, ok := r.Context().Value(reqInfoKey{}).(*reqInfo); ok {
+		ri.transport = transport
+	}
+}
+
+// loggingWriter records the status and size of a response. Unwrap lets http.ResponseController
+// reach the connection underneath for Flush and write deadlines.
+type loggingWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (lw *loggingWriter) WriteHeader(code int) {
+	if lw.status == 0 {
+		lw.status = code
+	}
+	lw.ResponseWriter.WriteHeader(code)
+}
+
+func (lw *loggingWriter) Write(b []byte) (int, error) {
+	if lw.status == 0 {
+		lw.status = http.StatusOK
+	}
+	n, err := lw.ResponseWriter.Write(b)
+	lw.bytes += int64(n)
+	return n, err
+}
+
+func (lw *loggingWriter) Unwrap() http.ResponseWriter { return lw.ResponseWriter }
+
+// accessLog writes one line per request, after it ends, and turns a handler panic into a logged
+// 500. The line has the path but never the query string, which may hold a token.
+func (s *Server) accessLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		info := &reqInfo{}
+		lw := &loggingWriter{ResponseWriter: w}
+		r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v) // net/http's way to cut a response short; it logs nothing
+				}
+				s.log.Error("handler panic", zap.String("path", r.URL.Path), zap.Any("panic", v), zap.Stack("stack"))
+				if lw.status == 0 {
+					s.writeError(lw, r, errInternal)
+				}
+			}
+			s.log.Info("request",
+				zap.String("method", r.Method),
+				zap.String("path", r.URL.Path),
+				zap.Int("status", lw.status),
+				zap.Int64("bytes", lw.bytes),
+				zap.Duration("duration", time.Since(start)),
+				zap.String("transport", info.transport),
+				zap.String("remote", r.RemoteAddr),
+			)
+		}()
+		next.ServeHTTP(lw, r)
+	})
+}
+
+// headers sets the security headers every answer carries and answers CORS for the configured
+// origins (BRIDGE_CORS_ORIGINS), including preflight requests.
+func (s *Server) headers(next http.Handler) http.Handler {
+	anyOrigin := slices.Contains(s.opts.CORSOrigins, "*")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		origin := r.Header.Get("Origin")
+		if origin != "" && !anyOrigin {
+			h.Add("Vary", "Origin")
+		}
+		if origin == "" || !anyOrigin && !slices.Contains(s.opts.CORSOrigins, origin) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if anyOrigin {
+			h.Set("Access-Control-Allow-Origin", "*")
+		} else {
+			h.Set("Access-Control-Allow-Origin", origin)
+		}
+		h.Set("Access-Control-Expose-Headers", "Retry-After")
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			h.Set("Access-Control-Allow-Methods", "GET, POST")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID")
+			h.Set("Access-Control-Max-Age", "600")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,10 @@
+// Package static holds the files bridged serves to browsers, embedded in the binary: the demo
+// page and its script and style.
+package static
+
+import "embed"
+
+// FS holds the files of this directory that browsers load.
+//
+//go:embed *.html *.js *.css
+var FS embed.FS
