@@ -34,10 +34,11 @@ import (
 const numShards = 128
 
 // Accounting: the bytes charged against Options.MaxMemory for each thing held, beyond the
-// variable-length payload. They cover the Go structures (record, map entries, queue slots,
-// rounding) as measured by BenchmarkMemoryPerMessage and are deliberately on the generous side.
+// variable-length payload. They cover the Go structures (record, slice growth, allocation size
+// classes, map entries) and must not be less than what BenchmarkMemoryPerMessage measures
+// (98 B per 100-byte message), so the cap bounds the real heap.
 const (
-	recordOverhead = 64
+	recordOverhead = 112
 	keyOverhead    = 80
 	streamOverhead = 320
 )

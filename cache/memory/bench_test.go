@@ -1,0 +1,177 @@
+package memory_test
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bridged/bridged/cache"
+	"github.com/bridged/bridged/cache/memory"
+)
+
+var payload = []byte(`{"text":"a message of about one hundred bytes, typical of a chat line or a notice","n":1}`)
+
+// BenchmarkAppend measures one publish of one message, to one hot stream and spread over 10k
+// streams from all cores.
+func BenchmarkAppend(b *testing.B) {
+	b.Run("stream=1", func(b *testing.B) {
+		s := memory.New(cache.Options{})
+		defer s.Close()
+		d := []cache.Draft{{Stream: "u", Event: "message", Data: payload}}
+		ctx := context.Background()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := s.Append(ctx, d); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("streams=10000/parallel", func(b *testing.B) {
+		s := memory.New(cache.Options{StreamMaxMessages: 100, MaxMemory: 1 << 30})
+		defer s.Close()
+		names := make([]string, 10000)
+		for i := range names {
+			names[i] = fmt.Sprint("user-", i)
+		}
+		ctx := context.Background()
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				d := []cache.Draft{{Stream: names[i%len(names)], Event: "message", Data: payload}}
+				if _, err := s.Append(ctx, d); err != nil {
+					b.Fatal(err)
+				}
+				i += 7
+			}
+		})
+	})
+}
+
+// BenchmarkAppendBatch measures a batch publish of 100 messages over 100 streams; the figure per
+// message is ns/op / 100.
+func BenchmarkAppendBatch(b *testing.B) {
+	s := memory.New(cache.Options{})
+	defer s.Close()
+	batch := make([]cache.Draft, 100)
+	for i := range batch {
+		batch[i] = cache.Draft{Stream: fmt.Sprint("user-", i), Event: "message", Data: payload}
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Append(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(batch)), "ns/msg")
+}
+
+// BenchmarkReadAfter measures a read of the last k messages of a 1000-message stream: the
+// resume path of every poll and reconnect.
+func BenchmarkReadAfter(b *testing.B) {
+	for _, k := range []int{1, 10, 100} {
+		b.Run(fmt.Sprintf("k=%d", k), func(b *testing.B) {
+			s := memory.New(cache.Options{})
+			defer s.Close()
+			ctx := context.Background()
+			var ids []cache.Cursor
+			for range 1000 {
+				id, _ := s.Append(ctx, []cache.Draft{{Stream: "u", Event: "message", Data: payload}})
+				ids = append(ids, id[0])
+			}
+			after := ids[len(ids)-1-k]
+			b.ReportAllocs()
+			for b.Loop() {
+				batch, err := s.ReadAfter(ctx, "u", after, 0)
+				if err != nil || len(batch.Messages) != k {
+					b.Fatal(err, len(batch.Messages))
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkWake measures one publish waking every waiter of a stream and each waiter reading the
+// new message, the way long-polls and SSE streams do. ns/op is the time from Append until the
+// last waiter has its message.
+func BenchmarkWake(b *testing.B) {
+	for _, n := range []int{1, 100, 10000} {
+		b.Run(fmt.Sprintf("waiters=%d", n), func(b *testing.B) {
+			s := memory.New(cache.Options{})
+			defer s.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var ready, woken, done sync.WaitGroup
+			ready.Add(n)
+			for range n {
+				done.Go(func() {
+					sub, _ := s.Subscribe(ctx, "u")
+					defer sub.Close()
+					c := cache.Cursor{}
+					for {
+						ch := sub.Changed()
+						ready.Done()
+						select {
+						case <-ch:
+						case <-ctx.Done():
+							return
+						}
+						batch, _ := s.ReadAfter(ctx, "u", c, 0)
+						if len(batch.Messages) > 0 {
+							c = batch.Cursor
+						}
+						woken.Done()
+					}
+				})
+			}
+			d := []cache.Draft{{Stream: "u", Event: "message", Data: payload}}
+			b.ReportAllocs()
+			for b.Loop() {
+				ready.Wait()
+				woken.Add(n)
+				ready.Add(n)
+				s.Append(ctx, d)
+				woken.Wait()
+			}
+			cancel()
+			done.Wait()
+		})
+	}
+}
+
+// BenchmarkMemoryPerMessage reports the heap a retained message costs beyond its payload, with
+// 100,000 messages of 100 bytes over 1,000 streams (B/msg-overhead), and what the store accounts
+// for it against BRIDGE_MAX_MEMORY (accounted-B/msg), which must not be less.
+func BenchmarkMemoryPerMessage(b *testing.B) {
+	const streams, perStream = 1000, 100
+	data := make([]byte, 100)
+	for b.Loop() {
+		s := memory.New(cache.Options{TTL: time.Hour})
+		ctx := context.Background()
+		before := heapInUse()
+		for i := range streams * perStream {
+			d := []cache.Draft{{Stream: fmt.Sprint("user-", i%streams), Event: "message", Data: append([]byte(nil), data...)}}
+			if _, err := s.Append(ctx, d); err != nil {
+				b.Fatal(err)
+			}
+		}
+		after := heapInUse()
+		n := float64(streams * perStream)
+		b.ReportMetric((float64(after-before)/n)-float64(len(data)), "B/msg-overhead")
+		b.ReportMetric(float64(s.Stats().Bytes)/n-float64(len(data)), "accounted-B/msg-overhead")
+		runtime.KeepAlive(s)
+		s.Close()
+	}
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
