@@ -94,9 +94,8 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 		// per write instead.
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
-		ErrorLog:       zap.NewStdLog(log.With(zap.String("component", "net/http")).WithOptions(zap.IncreaseLevel(zapcore.WarnLevel))),
+		ErrorLog:       must(zap.NewStdLogAt(log.With(zap.String("component", "net/http")), zapcore.WarnLevel)),
 	}
-	srv.RegisterOnShutdown(api.Drain) // Shutdown closes the listeners, then streams end and long-polls answer
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -119,6 +118,10 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 	workers.Wait()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	// Drain first: /readyz fails and new streams get 503 while the listener still answers, SSE
+	// streams end with "event: close" and long-polls answer; then Shutdown stops accepting and
+	// waits for the handlers.
+	api.Drain()
 	err = srv.Shutdown(sctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		srv.Close()
@@ -151,6 +154,13 @@ func newLogger(level zapcore.Level, format string, out io.Writer) (*zap.Logger, 
 		core = zapcore.NewSamplerWithOptions(core, time.Second, 100, 100)
 	}
 	return zap.New(core, zap.AddCaller(), zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(out)))), nil
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
 
 func randomSecret() string {
