@@ -175,3 +175,36 @@ func heapInUse() uint64 {
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse
 }
+
+// BenchmarkManyStreams holds 100,000 streams of one message each and reports the heap per stream
+// (B/stream, including its message) and the cost of a publish and a read among them (ns/op is
+// one Append plus one ReadAfter on a random stream).
+func BenchmarkManyStreams(b *testing.B) {
+	const streams = 100_000
+	s := memory.New(cache.Options{TTL: time.Hour})
+	defer s.Close()
+	ctx := context.Background()
+	names := make([]string, streams)
+	before := heapInUse()
+	for i := range names {
+		names[i] = fmt.Sprint("user-", i)
+		if _, err := s.Append(ctx, []cache.Draft{{Stream: names[i], Event: "message", Data: payload}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	perStream := float64(heapInUse()-before) / streams
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		name := names[(i*7919)%streams]
+		ids, err := s.Append(ctx, []cache.Draft{{Stream: name, Event: "message", Data: payload}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.ReadAfter(ctx, name, cache.Cursor{Epoch: ids[0].Epoch, Seq: ids[0].Seq - 1}, 0); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	b.ReportMetric(perStream, "B/stream")
+}
