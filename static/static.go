@@ -6,5 +6,5 @@ import "embed"
 
 // FS holds the files of this directory that browsers load.
 //
-//go:embed *.html *.js *.css
+//go:embed *.html *.js *.css *.svg
 var FS embed.FS

@@ -220,7 +220,7 @@ func (s *Store) appendLocked(drafts []cache.Draft, order, shardOf []int, ids []c
 		if st != nil {
 			s.expire(st, now)
 		}
-		delta += s.plan(st, drafts, run, now)
+		delta += s.plan(st, drafts, run)
 	})
 	if delta > 0 && s.bytes.Add(delta) > s.opts.MaxMemory {
 		s.bytes.Add(-delta)
@@ -279,7 +279,7 @@ func keyCost(key string) int64 { return keyOverhead + int64(len(key)) }
 
 // plan returns the net change in accounted bytes that apply would make for the drafts of run on
 // st (nil for a stream that does not exist yet), without changing anything.
-func (s *Store) plan(st *stream, drafts []cache.Draft, run []int, now int64) int64 {
+func (s *Store) plan(st *stream, drafts []cache.Draft, run []int) int64 {
 	var delta, count, bytes int64
 	var old []record
 	if st == nil {
