@@ -143,6 +143,15 @@ type Stats struct {
 	Bytes    int64 // accounted bytes, the figure compared with Options.MaxMemory
 }
 
+// Claimer is implemented by stores that can hand out one-time claims, shared by every node that
+// uses the same backend. bridged uses it to make tickets single-use across nodes.
+type Claimer interface {
+	// Claim reports whether key was unclaimed, claiming it for ttl: it returns true for the
+	// first call with key within ttl and false for every later one. Keys are at most MaxKeyLen
+	// bytes (ErrInvalid otherwise).
+	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
+}
+
 // Statser is implemented by stores that can report their size cheaply.
 type Statser interface {
 	Stats() Stats

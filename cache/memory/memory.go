@@ -54,6 +54,8 @@ type Store struct {
 	messages atomic.Int64
 	streams  atomic.Int64
 
+	claims claims
+
 	closed   atomic.Bool
 	done     chan struct{} // closed by Close: stops the janitor, wakes subscribers
 	janitor  sync.WaitGroup
@@ -133,6 +135,7 @@ func (s *Store) runJanitor(period time.Duration) {
 // reclaim removes everything that is due in every shard, one shard lock at a time.
 func (s *Store) reclaim() {
 	now := s.now()
+	s.claims.expire(now)
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
