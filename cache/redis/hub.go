@@ -79,11 +79,11 @@ type confirm struct {
 type notifier struct{ ch chan struct{} }
 
 const (
-	healthEvery = 5 * time.Second        // a PING on an idle connection; no PONG by the next one ends the session
-	backoffMin  = 50 * time.Millisecond  // before the first reconnect
+	healthEvery = 5 * time.Second         // a PING on an idle connection; no PONG by the next one ends the session
+	backoffMin  = 50 * time.Millisecond   // before the first reconnect
 	backoffMax  = 1000 * time.Millisecond // between reconnects while Redis stays down
-	chunk       = 1024                   // channels per SUBSCRIBE or UNSUBSCRIBE command
-	barrierMark = "b"                    // PONG payloads: b<token> for barriers, h<n> for health
+	chunk       = 1024                    // channels per SUBSCRIBE or UNSUBSCRIBE command
+	barrierMark = "b"                     // PONG payloads: b<token> for barriers, h<n> for health
 	healthMark  = "h"
 )
 
