@@ -709,3 +709,16 @@ func (s *Store) touch(ctx context.Context, streams []string) error {
 	}
 	return nil
 }
+
+// RouteLibraryLog sends go-redis's own log lines (dial failures and pool notices, which it writes
+// to stderr by default) to l at debug level; the engine reports what matters itself, through
+// Config.Log. go-redis's logger is process-wide, so call this once, from main.
+func RouteLibraryLog(l *zap.Logger) { goredis.SetLogger(libraryLog{l}) }
+
+type libraryLog struct{ l *zap.Logger }
+
+func (g libraryLog) Printf(_ context.Context, format string, v ...any) {
+	if ce := g.l.Check(zap.DebugLevel, "go-redis"); ce != nil {
+		ce.Write(zap.String("detail", fmt.Sprintf(format, v...)))
+	}
+}
