@@ -361,3 +361,35 @@ func TestCloseEndsBackgroundWork(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckServer(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want []string // a word each warning must contain, in order
+	}{
+		{"as bridged wants it", []string{"--maxmemory", "100mb"}, nil},
+		{"no cap", nil, []string{"maxmemory is 0"}},
+		{"evicting", []string{"--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru"}, []string{"allkeys-lru"}},
+		{"everysec", []string{"--maxmemory", "100mb", "--appendonly", "yes", "--appendfsync", "everysec"}, []string{"everysec"}},
+		{"snapshots", []string{"--maxmemory", "100mb", "--save", "60 1"}, []string{"RDB"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := redistest.Start(t, redistest.WithArgs(tt.args...))
+			s := nodes(t, srv, 1, cache.Options{})[0]
+			got, err := s.CheckServer(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("warnings %q, want %d", got, len(tt.want))
+			}
+			for i, w := range tt.want {
+				if !strings.Contains(got[i], w) {
+					t.Fatalf("warning %q does not mention %q", got[i], w)
+				}
+			}
+		})
+	}
+}

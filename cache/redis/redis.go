@@ -722,3 +722,42 @@ func (g libraryLog) Printf(_ context.Context, format string, v ...any) {
 		ce.Write(zap.String("detail", fmt.Sprintf(format, v...)))
 	}
 }
+
+// CheckServer reads the server's settings and describes each one that weakens what bridged
+// promises: an eviction policy other than noeviction (Redis would drop streams, and readers get
+// resets, instead of refusing publishes), no maxmemory, and persistence that can come back with
+// an older state after a crash (RDB snapshots, appendfsync other than always), under which
+// acknowledged messages can be lost without their readers being told. It fails when the server
+// cannot be reached or refuses CONFIG GET (some managed services do).
+func (s *Store) CheckServer(ctx context.Context) ([]string, error) {
+	get := func(name string) (string, error) {
+		v, err := s.rdb.ConfigGet(ctx, name).Result()
+		if err != nil {
+			return "", s.fail(ctx, "config get", err)
+		}
+		return v[name], nil
+	}
+	var settings [5]string
+	for i, name := range []string{"maxmemory-policy", "maxmemory", "appendonly", "appendfsync", "save"} {
+		v, err := get(name)
+		if err != nil {
+			return nil, err
+		}
+		settings[i] = v
+	}
+	policy, maxmemory, aof, fsync, save := settings[0], settings[1], settings[2], settings[3], settings[4]
+	var out []string
+	if policy != "noeviction" {
+		out = append(out, fmt.Sprintf("maxmemory-policy is %s: Redis may evict streams (their readers get a reset) instead of refusing publishes; set noeviction", policy))
+	}
+	if maxmemory == "0" {
+		out = append(out, "maxmemory is 0: Redis grows until the machine runs out of memory; set maxmemory, and publishes get 503 store_full at that cap")
+	}
+	switch {
+	case aof == "yes" && fsync != "always":
+		out = append(out, fmt.Sprintf("appendfsync is %s: a crash can lose the last acknowledged messages without their readers being told; use appendfsync always, or no persistence (readers then get a reset)", fsync))
+	case aof != "yes" && save != "":
+		out = append(out, fmt.Sprintf("RDB snapshots are on (save %q) without appendfsync always: a crash restores an older state, losing acknowledged messages without their readers being told; use AOF with appendfsync always, or no persistence", save))
+	}
+	return out, nil
+}
