@@ -389,4 +389,3 @@ func waitReadyz(tb testing.TB, d *daemon) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
