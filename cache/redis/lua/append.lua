@@ -33,7 +33,9 @@ for i = 9, #ARGV, 3 do
 end
 
 if stored then
-  b = dropHead(m, b, overhead, function(len, bytes) return len > maxn or bytes > maxb end)
+  if b > maxb or redis.call('XLEN', m) > maxn then
+    b = dropHead(m, b, overhead, function(len, bytes) return len > maxn or bytes > maxb end)
+  end
   redis.call('HSET', h, 'n', int(n), 't', int(at), 'b', int(b))
   redis.call('PUBLISH', ARGV[8], int(n))
 else

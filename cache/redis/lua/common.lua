@@ -13,9 +13,11 @@ local function cost(f, overhead) return overhead + #f[4] + #f[6] end
 -- says so, and returns the stream's byte count after it. The cost follows what it removes.
 local function dropHead(m, b, overhead, drop)
   local len = redis.call('XLEN', m)
-  local cut, from, more = nil, '-', true
+  local cut, from, more, count = nil, '-', true, 1
   while more and len > 0 do
-    local r = redis.call('XRANGE', m, from, '+', 'COUNT', 64)
+    -- Usually nothing or one message goes: look at one, then at twice as many each time.
+    local r = redis.call('XRANGE', m, from, '+', 'COUNT', count)
+    count = math.min(2 * count, 128)
     if #r == 0 then break end
     for i = 1, #r do
       local f = r[i][2]
