@@ -393,3 +393,32 @@ func TestCheckServer(t *testing.T) {
 		})
 	}
 }
+
+func TestScriptCacheFlushed(t *testing.T) {
+	// After SCRIPT FLUSH (or a restart) Redis knows none of the scripts: every call must load
+	// them again, and a batch over several streams, which runs them inside MULTI/EXEC, must not
+	// store anything twice doing so.
+	srv := redistest.Start(t)
+	s := nodes(t, srv, 1, cache.Options{})[0]
+	c := client(t, srv)
+	flush := func() {
+		if err := c.ScriptFlush(t.Context()).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flush()
+	ids := mustAppend(t, s, append(drafts("a", 2, "a"), drafts("b", 1, "b")...))
+	flush()
+	mustAppend(t, s, drafts("a", 1, "x"))
+	flush()
+	b := mustRead(t, s, "a", cache.Cursor{})
+	if len(b.Messages) != 3 || b.Messages[1].ID != ids[1] {
+		t.Fatalf("stream a after script flushes: %+v, want 3 messages", b)
+	}
+	flush()
+	mustSubscribe(t, s, "a")
+	flush()
+	if ok, err := s.Claim(t.Context(), "k", time.Minute); !ok || err != nil {
+		t.Fatalf("Claim after a script flush: %v %v", ok, err)
+	}
+}
