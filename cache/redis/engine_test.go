@@ -422,3 +422,26 @@ func TestScriptCacheFlushed(t *testing.T) {
 		t.Fatalf("Claim after a script flush: %v %v", ok, err)
 	}
 }
+
+func TestIdleStreamFreed(t *testing.T) {
+	// Redis frees a stream's keys 2×TTL after its last activity (real time); its next message
+	// starts a new epoch and an old cursor resets.
+	srv := redistest.Start(t)
+	s := nodes(t, srv, 1, cache.Options{TTL: 100 * time.Millisecond})[0]
+	c := client(t, srv)
+	old := mustAppend(t, s, drafts("u", 2, "old"))
+	deadline := time.Now().Add(readyWait)
+	for c.Exists(t.Context(), s.KeysOf("u")...).Val() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("an idle stream's keys still exist after %s", readyWait)
+		}
+		time.Sleep(pollEvery)
+	}
+	fresh := mustAppend(t, s, drafts("u", 1, "new"))
+	if fresh[0].Epoch == old[0].Epoch || fresh[0].Seq != 1 {
+		t.Fatalf("first message after the stream was freed: %v, want seq 1 of a new epoch", fresh[0])
+	}
+	if b := mustRead(t, s, "u", old[1]); !b.Reset {
+		t.Fatalf("read with a cursor from the freed life: %+v, want a reset", b)
+	}
+}
