@@ -93,6 +93,7 @@ type Store struct {
 	rdb     *goredis.Client
 	log     *zap.Logger
 	hub     *hub
+	reads   reads
 
 	lastSweep atomic.Int64 // store clock, unix ns, of the last sweep
 	sweeping  atomic.Bool
@@ -446,7 +447,8 @@ func (s *Store) sweep(ctx context.Context) bool {
 	return true
 }
 
-// ReadAfter implements cache.Store: one read-only script call.
+// ReadAfter implements cache.Store: one read-only script call, shared by this node's readers of
+// the same stream and cursor that ask at the same time (reads.go).
 func (s *Store) ReadAfter(ctx context.Context, name string, c cache.Cursor, limit int) (cache.Batch, error) {
 	if err := s.check(ctx); err != nil {
 		return cache.Batch{}, err
@@ -454,6 +456,17 @@ func (s *Store) ReadAfter(ctx context.Context, name string, c cache.Cursor, limi
 	if name == "" || len(name) > cache.MaxStreamLen {
 		return cache.Batch{Reset: !c.IsZero()}, nil
 	}
+	limit = max(limit, 0)
+	b, err := s.reads.do(ctx, readKey{stream: name, c: c, limit: limit}, func(ctx context.Context) (cache.Batch, error) {
+		return s.read(ctx, name, c, limit)
+	})
+	if err != nil {
+		return cache.Batch{}, s.fail(ctx, "read", err)
+	}
+	return b, nil
+}
+
+func (s *Store) read(ctx context.Context, name string, c cache.Cursor, limit int) (cache.Batch, error) {
 	epoch := ""
 	if !c.IsZero() {
 		epoch = strconv.FormatUint(c.Epoch, 36)
@@ -462,15 +475,11 @@ func (s *Store) ReadAfter(ctx context.Context, name string, c cache.Cursor, limi
 	cctx, cancel := s.call(ctx)
 	defer cancel()
 	res, err := scriptRead.RunRO(cctx, s.rdb, []string{k.meta, k.log},
-		epoch, strconv.FormatUint(c.Seq, 10), s.now(), s.ttl, max(limit, 0)).Slice()
+		epoch, strconv.FormatUint(c.Seq, 10), s.now(), s.ttl, limit).Slice()
 	if err != nil {
-		return cache.Batch{}, s.fail(ctx, "read", err)
+		return cache.Batch{}, err
 	}
-	b, err := parseBatch(res, c)
-	if err != nil {
-		return cache.Batch{}, s.fail(ctx, "read", err)
-	}
-	return b, nil
+	return parseBatch(res, c)
 }
 
 // parseBatch turns the read script's reply into a Batch, by the same rules as the memory engine.
