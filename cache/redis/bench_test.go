@@ -213,3 +213,16 @@ func BenchmarkFanout(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPing measures one PING round trip to the local redis-server: the floor under every
+// other figure here, and a gauge of how loaded the machine was when they were taken.
+func BenchmarkPing(b *testing.B) {
+	s := benchStoresOne(b, cache.Options{})
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.Ping(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
