@@ -30,14 +30,16 @@
 // Each node keeps one pub/sub connection (hub.go) and subscribes to a stream's channel only
 // while a local reader watches that stream, so its Redis traffic follows its own users. The
 // channel is only a wake-up hint: readers always read the messages from the stream after their
-// cursor. After the connection is re-established every local reader is woken, because
-// notifications sent meanwhile are lost.
+// cursor, and a node's readers of one stream at one cursor share those reads (reads.go). After
+// the connection is re-established every local reader is woken, because notifications sent
+// meanwhile are lost.
 //
 // # Memory
 //
 // The memory cap is Redis's own maxmemory with maxmemory-policy noeviction: Redis refuses a
 // write script before it runs when the server is over its cap, and the engine answers ErrFull,
-// after one attempt to make room by trimming what has expired in the streams it was writing to.
+// after trying to make room from expired messages: those of the streams it was writing to, then
+// (at most once per TTL/8) those of every stream.
 // cache.Options.MaxMemory is not used: a Redis shared by many nodes and other users has one cap,
 // set where it is enforced.
 package redis
