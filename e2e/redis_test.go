@@ -389,3 +389,30 @@ func waitReadyz(tb testing.TB, d *daemon) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestShutdownWithRedisDown: a node whose Redis is gone still shuts down cleanly on SIGTERM,
+// ending its SSE streams with "event: close", and exits 0 in time.
+func TestShutdownWithRedisDown(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	d := startNodes(t, srv, 1, map[string]string{"BRIDGE_SHUTDOWN_TIMEOUT": "10s"})[0]
+	s := d.openSSE(t, sseRequest{token: userToken(t, "bye")})
+	s.hello(t)
+	srv.Kill(t)
+	code, killed := d.stop()
+	if killed || code != 0 {
+		t.Fatalf("SIGTERM with Redis down: exit code %d, killed %v; want a clean exit 0", code, killed)
+	}
+	for {
+		f, ok := s.next(t)
+		if !ok {
+			t.Fatal("the SSE stream ended without event: close")
+		}
+		if f.Event == "close" {
+			if !strings.Contains(f.Data, "shutdown") && !strings.Contains(f.Data, "unavailable") {
+				t.Fatalf("close frame %q, want reason shutdown or unavailable", f.Data)
+			}
+			return
+		}
+	}
+}
