@@ -201,11 +201,13 @@ func (h *hub) session() error {
 	h.resync = tok
 	var channels []string
 	for ch, t := range h.topics {
-		if t.refs > 0 {
-			channels = append(channels, ch)
-			t.subscribed, t.barrier = true, tok
-			h.pending = append(h.pending, confirm{token: tok, t: t})
+		if t.refs == 0 { // left between sessions
+			delete(h.topics, ch)
+			continue
 		}
+		channels = append(channels, ch)
+		t.subscribed, t.barrier = true, tok
+		h.pending = append(h.pending, confirm{token: tok, t: t})
 	}
 	clear(h.dirty)
 	h.mu.Unlock()
