@@ -309,3 +309,52 @@ func diff(got, want []cache.Cursor) string {
 	}
 	return fmt.Sprintf("got %d ids, want %d", len(got), len(want))
 }
+
+// TestRedisHangs: a Redis that stops answering (SIGSTOP) costs a call at most the engine's
+// timeout, then ErrUnavailable. A publish that timed out may still be stored once Redis goes on
+// (it was sent), which is why publishers retry with the same idempotency key: the retry gets the
+// first id and nothing is stored twice.
+func TestRedisHangs(t *testing.T) {
+	srv := redistest.Start(t)
+	o := cache.Options{Prefix: redistest.UniquePrefix(t)}
+	s, err := redis.New(o, redis.Config{URL: srv.URL(), Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	waitReady(t, s)
+	d := []cache.Draft{{Stream: "u", Data: []byte(`"once"`), Key: "k1"}}
+
+	srv.Pause(t)
+	paused := true
+	defer func() {
+		if paused {
+			srv.Resume(t)
+		}
+	}()
+	if _, err := s.Append(t.Context(), d); !errors.Is(err, cache.ErrUnavailable) {
+		t.Fatalf("Append to a hung Redis: %v, want ErrUnavailable", err)
+	}
+	if _, err := s.ReadAfter(t.Context(), "u", cache.Cursor{}, 0); !errors.Is(err, cache.ErrUnavailable) {
+		t.Fatalf("ReadAfter from a hung Redis: %v, want ErrUnavailable", err)
+	}
+	srv.Resume(t)
+	paused = false
+
+	var ids []cache.Cursor
+	deadline := time.Now().Add(readyWait)
+	for {
+		ids, err = s.Append(t.Context(), d) // the retry, with the same key
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Append after Redis went on: %v", err)
+		}
+		time.Sleep(pollEvery)
+	}
+	b := mustRead(t, s, "u", cache.Cursor{})
+	if len(b.Messages) != 1 || b.Messages[0].ID != ids[0] {
+		t.Fatalf("after a timed-out publish and its retry: %d messages %+v, want exactly one with id %v", len(b.Messages), b.Messages, ids[0])
+	}
+}

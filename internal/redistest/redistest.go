@@ -220,6 +220,26 @@ func (s *Server) Kill(tb testing.TB) {
 	}
 }
 
+// Pause stops the server with SIGSTOP: it keeps its connections but answers nothing, as a hung
+// or partitioned server would, until Resume.
+func (s *Server) Pause(tb testing.TB) { s.signal(tb, syscall.SIGSTOP) }
+
+// Resume lets a paused server go on (SIGCONT); it then answers what it was sent meanwhile.
+func (s *Server) Resume(tb testing.TB) { s.signal(tb, syscall.SIGCONT) }
+
+func (s *Server) signal(tb testing.TB, sig syscall.Signal) {
+	tb.Helper()
+	s.mu.Lock()
+	p := s.proc
+	s.mu.Unlock()
+	if p == nil {
+		tb.Fatalf("redistest: %v to a server that is down", sig)
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		tb.Fatalf("redistest: %v: %v", sig, err)
+	}
+}
+
 // Restart starts the server again on the same address, directory and options after Kill. With
 // WithAOF it reloads what it had acknowledged; without, it starts empty.
 func (s *Server) Restart(tb testing.TB) {
@@ -262,7 +282,8 @@ func (s *Server) stop() {
 	if p == nil {
 		return
 	}
-	// Nothing the tests keep is on disk, so there is no point in a graceful shutdown.
+	// Nothing the tests keep is on disk, so there is no point in a graceful shutdown. (SIGKILL
+	// also ends a paused server.)
 	p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.exited
 }
