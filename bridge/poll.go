@@ -43,6 +43,11 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 
+	release, err := s.conns.acquire(user, transportLongPoll)
+	if err != nil {
+		return err
+	}
+	defer release()
 	sub, err := s.store.Subscribe(r.Context(), user)
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
@@ -73,8 +78,10 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 	}
 }
 
-// writeBatch writes a poll answer.
+// writeBatch writes a poll answer under a write deadline, so a client that stops reading cannot
+// hold the handler.
 func (s *Server) writeBatch(w http.ResponseWriter, b cache.Batch) {
+	setWriteDeadline(w, s.opts.WriteTimeout)
 	more := len(b.Messages) > pollLimit
 	if more {
 		b.Messages = b.Messages[:pollLimit]

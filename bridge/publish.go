@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 	"unicode/utf8"
 
 	"github.com/bridged/bridged/cache"
@@ -59,7 +60,14 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// publishBodyTimeout bounds how long a publisher may take to send its body, so a slow sender
+// (slowloris on the body) cannot hold a handler; headers have BRIDGE_READ_HEADER_TIMEOUT.
+const publishBodyTimeout = 30 * time.Second
+
 func (s *Server) decodePublish(w http.ResponseWriter, r *http.Request) ([]cache.Draft, error) {
+	if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(publishBodyTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return nil, fmt.Errorf("set read deadline: %w", err)
+	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
 	dec.DisallowUnknownFields()
 	var body publishBody
@@ -197,6 +205,12 @@ func validEvent(e string) bool {
 		}
 	}
 	return true
+}
+
+// setWriteDeadline gives the response's next writes until timeout; recorders in tests have no
+// deadlines, which is fine.
+func setWriteDeadline(w http.ResponseWriter, timeout time.Duration) {
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(timeout))
 }
 
 func writeJSON(w http.ResponseWriter, status int, body []byte) {

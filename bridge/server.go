@@ -3,7 +3,6 @@ package bridge
 import (
 	"context"
 	"errors"
-	"io/fs"
 	"net/http"
 	"sync"
 	"time"
@@ -20,9 +19,22 @@ import (
 type Options struct {
 	Store      cache.Store // where messages are kept; required
 	Log        *zap.Logger // nil: no logging
-	JWTSecret  []byte      // HS256 key of subscriber tokens; required
 	PublishKey string      // bearer key of POST /v1/publish; required
 	AdminKey   string      // bearer key of /v1/admin/; required
+
+	// Keys verify subscriber tokens. When nil, JWTSecret alone does (HS256); one of the two is
+	// required. JWTSecret is also what demo mode signs its tokens with.
+	Keys        *Keys
+	JWTSecret   []byte
+	JWTAudience string        // when set, a token's aud must include it
+	JWTIssuer   string        // when set, a token's iss must equal it
+	JWTLeeway   time.Duration // clock skew allowed on exp and nbf; default 5s
+
+	TicketTTL    time.Duration // how long a ticket from POST /v1/ticket is good for; default 30s
+	TicketSecret []byte        // signs tickets; default: derived from PublishKey (shared by all nodes)
+
+	MaxConnections        int // open SSE/WS streams and waiting long-polls, all users; default 50000
+	MaxConnectionsPerUser int // the same, per user; default 16
 
 	MaxMessageBytes int           // largest data of one message; default 64 KiB
 	MaxBatch        int           // most messages in one publish; default 1000
@@ -71,6 +83,18 @@ func (o *Options) setDefaults() {
 	if o.Retry <= 0 {
 		o.Retry = 2 * time.Second
 	}
+	if o.JWTLeeway <= 0 {
+		o.JWTLeeway = 5 * time.Second
+	}
+	if o.TicketTTL <= 0 {
+		o.TicketTTL = 30 * time.Second
+	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = 50000
+	}
+	if o.MaxConnectionsPerUser <= 0 {
+		o.MaxConnectionsPerUser = 16
+	}
 }
 
 // Server serves bridged's HTTP API (see the package doc). It is an http.Handler and is safe for
@@ -78,12 +102,15 @@ func (o *Options) setDefaults() {
 type Server struct {
 	opts       Options
 	store      cache.Store
+	claimer    cache.Claimer // the store's, or nil: then there are no tickets
 	log        *zap.Logger
 	jwt        *jwt.Parser
-	jwtSecret  []byte
+	keys       *Keys
+	ticketKey  []byte
 	publishKey secretKey
 	adminKey   secretKey
-	handler    http.Handler
+	conns      *connLimiter
+	handlers   [3]http.Handler // by Scope
 
 	drain     chan struct{} // closed by Drain
 	drainOnce sync.Once
@@ -95,8 +122,8 @@ func New(o Options) (*Server, error) {
 	if o.Store == nil {
 		missing = append(missing, errors.New("bridge: Options.Store is required"))
 	}
-	if len(o.JWTSecret) == 0 {
-		missing = append(missing, errors.New("bridge: Options.JWTSecret is required"))
+	if o.Keys == nil && len(o.JWTSecret) == 0 {
+		missing = append(missing, errors.New("bridge: Options.Keys or Options.JWTSecret is required"))
 	}
 	if o.PublishKey == "" {
 		missing = append(missing, errors.New("bridge: Options.PublishKey is required"))
@@ -108,26 +135,58 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	o.setDefaults()
+	keys := o.Keys
+	if keys == nil {
+		var err error
+		if keys, err = LoadKeys(KeySource{HMACSecret: o.JWTSecret}); err != nil {
+			return nil, err
+		}
+	}
+	parse := []jwt.ParserOption{jwt.WithExpirationRequired(), jwt.WithLeeway(o.JWTLeeway)}
+	if o.JWTAudience != "" {
+		parse = append(parse, jwt.WithAudience(o.JWTAudience))
+	}
+	if o.JWTIssuer != "" {
+		parse = append(parse, jwt.WithIssuer(o.JWTIssuer))
+	}
 	s := &Server{
 		opts:       o,
 		store:      o.Store,
 		log:        o.Log,
-		jwtSecret:  o.JWTSecret,
+		keys:       keys,
+		jwt:        jwt.NewParser(parse...),
+		ticketKey:  ticketKey(o.TicketSecret, o.PublishKey),
 		publishKey: newSecretKey(o.PublishKey),
 		adminKey:   newSecretKey(o.AdminKey),
+		conns:      newConnLimiter(o.MaxConnections, o.MaxConnectionsPerUser),
 		drain:      make(chan struct{}),
-		jwt: jwt.NewParser(
-			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
-			jwt.WithExpirationRequired(),
-			jwt.WithLeeway(5*time.Second),
-		),
 	}
-	s.handler = s.routes()
+	s.claimer, _ = o.Store.(cache.Claimer)
+	for _, scope := range []Scope{All, Public, Internal} {
+		s.handlers[scope] = s.routes(scope)
+	}
 	return s, nil
 }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+// Scope selects the endpoints a listener serves.
+type Scope int
+
+const (
+	// All serves every endpoint on one listener; publishing and the operator endpoints are
+	// protected by their keys.
+	All Scope = iota
+	// Public serves what browsers use: the read transports, tickets, the demo, health probes.
+	Public
+	// Internal serves what the app and operators use: publishing, the operator endpoints and
+	// health probes, for a listener that is not exposed to the internet (BRIDGE_INTERNAL_ADDR).
+	Internal
+)
+
+// Handler returns the handler for a listener serving scope.
+func (s *Server) Handler(scope Scope) http.Handler { return s.handlers[scope] }
+
+// ServeHTTP implements http.Handler with every endpoint (scope All).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handlers[All].ServeHTTP(w, r) }
 
 // Drain starts shutting the server down: /readyz fails, SSE streams get "event: close" with reason
 // shutdown and end, pending long-polls answer at once, and new streams are refused with 503. It
@@ -143,31 +202,31 @@ func (s *Server) isDraining() bool {
 	}
 }
 
-func (s *Server) routes() http.Handler {
+func (s *Server) routes(scope Scope) http.Handler {
 	mux := http.NewServeMux()
-	publish := keyOnly(&s.publishKey, "BRIDGE_PUBLISH_KEY", s.publish)
-	admin := keyOnly(&s.adminKey, "BRIDGE_ADMIN_KEY", s.adminMessages)
-
-	mux.Handle("POST /v1/publish", s.api(publish))
-	mux.Handle("/v1/publish", s.api(methodNotAllowed("POST")))
-	mux.Handle("GET /v1/poll", s.api(s.subscriberOnly(s.poll)))
-	mux.Handle("/v1/poll", s.api(methodNotAllowed("GET")))
-	mux.Handle("GET /v1/sse", s.api(s.subscriberOnly(s.sse)))
-	mux.Handle("/v1/sse", s.api(methodNotAllowed("GET")))
-	mux.Handle("GET /v1/admin/messages", s.api(admin))
-	mux.Handle("/v1/admin/messages", s.api(methodNotAllowed("GET")))
-	mux.Handle("GET /healthz", s.api(s.healthz))
-	mux.Handle("/healthz", s.api(methodNotAllowed("GET")))
-	mux.Handle("GET /readyz", s.api(s.readyz))
-	mux.Handle("/readyz", s.api(methodNotAllowed("GET")))
-
-	files, _ := fs.Sub(static.FS, ".")
-	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(files)))
-	if s.opts.Demo != nil {
-		mux.Handle("GET /{$}", http.HandlerFunc(s.demoPage))
-		mux.Handle("GET /demo/token", s.api(s.demoToken))
-		mux.Handle("GET /demo/info", s.api(s.demoInfo))
+	public, internal := scope != Internal, scope != Public
+	handle := func(method, path string, h apiFunc) {
+		mux.Handle(method+" "+path, s.api(h))
+		mux.Handle(path, s.api(methodNotAllowed(method)))
 	}
+	if internal {
+		handle("POST", "/v1/publish", keyOnly(&s.publishKey, "BRIDGE_PUBLISH_KEY", s.publish))
+		handle("GET", "/v1/admin/messages", keyOnly(&s.adminKey, "BRIDGE_ADMIN_KEY", s.adminMessages))
+		handle("GET", "/v1/admin/stats", keyOnly(&s.adminKey, "BRIDGE_ADMIN_KEY", s.adminStats))
+	}
+	if public {
+		handle("GET", "/v1/poll", s.subscriberOnly(tokenOnly, s.poll))
+		handle("GET", "/v1/sse", s.subscriberOnly(tokenOrTicket, s.sse))
+		handle("POST", "/v1/ticket", s.subscriberOnly(tokenHeaderOnly, s.issueTicket))
+		mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static.FS)))
+		if s.opts.Demo != nil {
+			mux.Handle("GET /{$}", http.HandlerFunc(s.demoPage))
+			mux.Handle("GET /demo/token", s.api(s.demoToken))
+			mux.Handle("GET /demo/info", s.api(s.demoInfo))
+		}
+	}
+	handle("GET", "/healthz", s.healthz)
+	handle("GET", "/readyz", s.readyz)
 	mux.Handle("/", s.api(notFound)) // JSON 404 for everything else
 	return s.accessLog(s.headers(mux))
 }

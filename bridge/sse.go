@@ -42,6 +42,11 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 		return errDraining
 	}
 	who := subscriberFrom(ctx)
+	release, err := s.conns.acquire(who.user, transportSSE)
+	if err != nil {
+		return err
+	}
+	defer release()
 	sub, err := s.store.Subscribe(ctx, who.user)
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)

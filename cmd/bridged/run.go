@@ -65,51 +65,100 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 	})
 	defer store.Close()
 
+	keys, err := bridge.LoadKeys(bridge.KeySource{
+		HMACSecret:    []byte(cfg.JWTSecret),
+		PublicKeyFile: cfg.JWTPublicKeyFile,
+		JWKSFile:      cfg.JWTJWKSFile,
+	})
+	if err != nil {
+		return fmt.Errorf("BRIDGE_JWT_SECRET/BRIDGE_JWT_PUBLIC_KEY_FILE/BRIDGE_JWT_JWKS_FILE: %w", err)
+	}
 	api, err := bridge.New(bridge.Options{
-		Store:           store,
-		Log:             log,
-		JWTSecret:       []byte(cfg.JWTSecret),
-		PublishKey:      cfg.PublishKey,
-		AdminKey:        cfg.AdminKey,
-		MaxMessageBytes: int(cfg.MaxMessageBytes),
-		MaxBatch:        cfg.MaxBatch,
-		MaxBodyBytes:    int64(cfg.MaxBodyBytes),
-		LongPollMax:     cfg.LongPollMax,
-		Heartbeat:       cfg.Heartbeat,
-		CORSOrigins:     cfg.CORSOrigins,
-		Demo:            demo,
+		Store:                 store,
+		Log:                   log,
+		Keys:                  keys,
+		JWTSecret:             []byte(cfg.JWTSecret),
+		JWTAudience:           cfg.JWTAudience,
+		JWTIssuer:             cfg.JWTIssuer,
+		JWTLeeway:             cfg.JWTLeeway,
+		TicketTTL:             cfg.TicketTTL,
+		PublishKey:            cfg.PublishKey,
+		AdminKey:              cfg.AdminKey,
+		MaxMessageBytes:       int(cfg.MaxMessageBytes),
+		MaxBatch:              cfg.MaxBatch,
+		MaxBodyBytes:          int64(cfg.MaxBodyBytes),
+		LongPollMax:           cfg.LongPollMax,
+		Heartbeat:             cfg.Heartbeat,
+		WriteTimeout:          cfg.WriteTimeout,
+		MaxConnections:        cfg.MaxConnections,
+		MaxConnectionsPerUser: cfg.MaxConnsPerUser,
+		CORSOrigins:           cfg.CORSOrigins,
+		Demo:                  demo,
 	})
 	if err != nil {
 		return err
 	}
 
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("BRIDGE_ADDR: %w", err)
+	// One listener serves everything; with BRIDGE_INTERNAL_ADDR, publishing and the operator
+	// endpoints move to a second one that need not face the internet.
+	type listener struct {
+		name  string // the variable that sets it, for errors and logs
+		addr  string
+		scope bridge.Scope
+		srv   *http.Server
+		ln    net.Listener
 	}
-	srv := &http.Server{
-		Handler:           api,
-		ReadHeaderTimeout: 10 * time.Second,
-		// No WriteTimeout: SSE streams and long-polls live long; the SSE handler sets a deadline
-		// per write instead.
-		IdleTimeout:    2 * time.Minute,
-		MaxHeaderBytes: 64 << 10,
-		ErrorLog:       must(zap.NewStdLogAt(log.With(zap.String("component", "net/http")), zapcore.WarnLevel)),
+	listeners := []*listener{{name: "BRIDGE_ADDR", addr: cfg.Addr, scope: bridge.All}}
+	if cfg.InternalAddr != "" {
+		listeners[0].scope = bridge.Public
+		listeners = append(listeners, &listener{name: "BRIDGE_INTERNAL_ADDR", addr: cfg.InternalAddr, scope: bridge.Internal})
+	}
+	for _, l := range listeners {
+		if l.ln, err = net.Listen("tcp", l.addr); err != nil {
+			for _, open := range listeners {
+				if open.ln != nil {
+					open.ln.Close()
+				}
+			}
+			return fmt.Errorf("%s: %w", l.name, err)
+		}
+		l.srv = &http.Server{
+			Handler:           api.Handler(l.scope),
+			ReadHeaderTimeout: cfg.ReadHeaderTimeout, // slowloris: headers must arrive in time
+			// No ReadTimeout or WriteTimeout: they would cut SSE streams and long-polls. Publish
+			// bodies get a read deadline and every stream write a write deadline instead.
+			IdleTimeout:    cfg.IdleTimeout,
+			MaxHeaderBytes: 64 << 10,
+			ErrorLog:       must(zap.NewStdLogAt(log.With(zap.String("component", "net/http"), zap.String("listener", l.name)), zapcore.WarnLevel)),
+		}
 	}
 
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("listening", zap.String("addr", ln.Addr().String()), zap.String("store", cfg.Store), zap.Bool("demo", cfg.Demo))
+	serveErr := make(chan error, len(listeners))
+	for _, l := range listeners {
+		go func() { serveErr <- l.srv.Serve(l.ln) }()
+		log.Info("listening", zap.String("listener", l.name), zap.String("addr", l.ln.Addr().String()),
+			zap.String("store", cfg.Store), zap.Bool("demo", cfg.Demo))
+	}
 
 	var workers sync.WaitGroup
 	workCtx, stopWork := context.WithCancel(ctx)
 	defer func() { stopWork(); workers.Wait() }()
+	workers.Go(func() { keys.Watch(workCtx, 5*time.Second, log) })
 	if cfg.Demo {
 		workers.Go(func() { mockPublisher(workCtx, store, log) })
 	}
 
+	pending := len(listeners)
 	select {
 	case err := <-serveErr:
+		pending--
+		stopWork()
+		for _, l := range listeners {
+			l.srv.Close()
+		}
+		for ; pending > 0; pending-- {
+			<-serveErr
+		}
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -118,17 +167,23 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 	workers.Wait()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	// Drain first: /readyz fails and new streams get 503 while the listener still answers, SSE
+	// Drain first: /readyz fails and new streams get 503 while the listeners still answer, SSE
 	// streams end with "event: close" and long-polls answer; then Shutdown stops accepting and
 	// waits for the handlers.
 	api.Drain()
-	err = srv.Shutdown(sctx)
-	if errors.Is(err, context.DeadlineExceeded) {
-		srv.Close()
-		err = fmt.Errorf("connections still open after BRIDGE_SHUTDOWN_TIMEOUT (%s): closed them", cfg.ShutdownTimeout)
+	var errs []error
+	for _, l := range listeners {
+		if err := l.srv.Shutdown(sctx); errors.Is(err, context.DeadlineExceeded) {
+			l.srv.Close()
+			errs = append(errs, fmt.Errorf("%s: connections still open after BRIDGE_SHUTDOWN_TIMEOUT (%s): closed them", l.name, cfg.ShutdownTimeout))
+		} else if err != nil {
+			errs = append(errs, err)
+		}
 	}
-	<-serveErr // http.ErrServerClosed
-	err = errors.Join(err, store.Close())
+	for ; pending > 0; pending-- {
+		<-serveErr // http.ErrServerClosed
+	}
+	err = errors.Join(append(errs, store.Close())...)
 	if err == nil {
 		log.Info("stopped")
 	}
