@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"reflect"
 	"strconv"
@@ -134,7 +135,7 @@ func (c *Config) validate() error {
 	if c.JWTLeeway < 0 || c.JWTLeeway > 5*time.Minute {
 		bad("JWT_LEEWAY", "must be between 0 and 5m")
 	}
-	if c.InternalAddr != "" && c.InternalAddr == c.Addr {
+	if _, port, _ := net.SplitHostPort(c.InternalAddr); c.InternalAddr == c.Addr && port != "0" {
 		bad("INTERNAL_ADDR", "must differ from BRIDGE_ADDR")
 	}
 	if c.Store != "memory" {
