@@ -44,9 +44,9 @@ const (
 type daemon struct {
 	base     string       // http://127.0.0.1:PORT
 	internal string       // the BRIDGE_INTERNAL_ADDR listener's base URL, when there is one
-	client *http.Client // this daemon's own connection pool
-	cmd    *exec.Cmd
-	log    *logSink // stderr and stdout, captured
+	client   *http.Client // this daemon's own connection pool
+	cmd      *exec.Cmd
+	log      *logSink // stderr and stdout, captured
 
 	exited  chan struct{} // closed when the process has exited and its output is drained
 	waitErr error         // cmd.Wait's result; read after exited is closed
