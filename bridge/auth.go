@@ -70,6 +70,7 @@ func (s *Server) subscriberOnly(cred credential, next apiFunc) apiFunc {
 			err = unauthorized("token_missing", "send the token in an Authorization: Bearer header")
 		}
 		if err != nil {
+			s.countAuthFailure(err)
 			return err
 		}
 		return next(w, r.WithContext(context.WithValue(r.Context(), subscriberKey{}, sub)))
@@ -115,15 +116,18 @@ func (k *secretKey) matches(candidate string) bool {
 }
 
 // keyOnly admits requests whose bearer credential is key.
-func keyOnly(key *secretKey, name string, next apiFunc) apiFunc {
+func (s *Server) keyOnly(key *secretKey, name string, next apiFunc) apiFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		got := bearer(r)
-		if got == "" {
-			return unauthorized("key_missing", "this endpoint needs Authorization: Bearer $"+name)
+		var err error
+		switch got := bearer(r); {
+		case got == "":
+			err = unauthorized("key_missing", "this endpoint needs Authorization: Bearer $"+name)
+		case !key.matches(got):
+			err = unauthorized("key_invalid", "the key does not match "+name)
+		default:
+			return next(w, r)
 		}
-		if !key.matches(got) {
-			return unauthorized("key_invalid", "the key does not match "+name)
-		}
-		return next(w, r)
+		s.countAuthFailure(err)
+		return err
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/bridged/bridged/cache"
@@ -44,6 +45,10 @@ type Options struct {
 	WriteTimeout    time.Duration // deadline for each SSE write; default 10s
 	Retry           time.Duration // SSE reconnect hint ("retry:"); default 2s
 	CORSOrigins     []string      // origins allowed cross-origin; "*" allows any; none: same-origin only
+
+	// Registry receives bridged's metrics, served at /metrics; nil: a registry of its own.
+	// cmd/bridged adds the Go and process collectors to the one it passes.
+	Registry *prometheus.Registry
 
 	// Demo, when non-nil, serves the demo page at / and mints tokens for it at /demo/token.
 	// Never set it on a node that faces real users.
@@ -110,6 +115,7 @@ type Server struct {
 	publishKey secretKey
 	adminKey   secretKey
 	conns      *connLimiter
+	metrics    *metrics
 	handlers   [3]http.Handler // by Scope
 
 	drain     chan struct{} // closed by Drain
@@ -162,6 +168,10 @@ func New(o Options) (*Server, error) {
 		drain:      make(chan struct{}),
 	}
 	s.claimer, _ = o.Store.(cache.Claimer)
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	s.metrics = newMetrics(o.Registry, o.Store, s.conns)
 	for _, scope := range []Scope{All, Public, Internal} {
 		s.handlers[scope] = s.routes(scope)
 	}
@@ -210,9 +220,16 @@ func (s *Server) routes(scope Scope) http.Handler {
 		mux.Handle(path, s.api(methodNotAllowed(method)))
 	}
 	if internal {
-		handle("POST", "/v1/publish", keyOnly(&s.publishKey, "BRIDGE_PUBLISH_KEY", s.publish))
-		handle("GET", "/v1/admin/messages", keyOnly(&s.adminKey, "BRIDGE_ADMIN_KEY", s.adminMessages))
-		handle("GET", "/v1/admin/stats", keyOnly(&s.adminKey, "BRIDGE_ADMIN_KEY", s.adminStats))
+		handle("POST", "/v1/publish", s.keyOnly(&s.publishKey, "BRIDGE_PUBLISH_KEY", s.publish))
+		handle("GET", "/v1/admin/messages", s.keyOnly(&s.adminKey, "BRIDGE_ADMIN_KEY", s.adminMessages))
+		handle("GET", "/v1/admin/stats", s.keyOnly(&s.adminKey, "BRIDGE_ADMIN_KEY", s.adminStats))
+		// On its own internal listener /metrics is open to the scraper; sharing the public one,
+		// it needs the admin key like everything else there (Prometheus: authorization: credentials).
+		metrics := func(w http.ResponseWriter, r *http.Request) error { s.metricsHandler().ServeHTTP(w, r); return nil }
+		if scope == All {
+			metrics = s.keyOnly(&s.adminKey, "BRIDGE_ADMIN_KEY", metrics)
+		}
+		handle("GET", "/metrics", metrics)
 	}
 	if public {
 		handle("GET", "/v1/poll", s.subscriberOnly(tokenOnly, s.poll))

@@ -42,7 +42,7 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 		return errDraining
 	}
 	who := subscriberFrom(ctx)
-	release, err := s.conns.acquire(who.user, transportSSE)
+	release, err := s.acquire(who.user, transportSSE)
 	if err != nil {
 		return err
 	}

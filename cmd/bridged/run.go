@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -29,7 +31,12 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
-	log, err := newLogger(cfg.LogLevel, cfg.LogFormat, logOut)
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	logDropped := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "bridged_log_entries_dropped_total", Help: "Log entries dropped by sampling under load."})
+	registry.MustRegister(logDropped)
+	log, err := newLogger(cfg.LogLevel, cfg.LogFormat, logOut, logDropped.Inc)
 	if err != nil {
 		return err
 	}
@@ -93,6 +100,7 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 		MaxConnections:        cfg.MaxConnections,
 		MaxConnectionsPerUser: cfg.MaxConnsPerUser,
 		CORSOrigins:           cfg.CORSOrigins,
+		Registry:              registry,
 		Demo:                  demo,
 	})
 	if err != nil {
@@ -192,7 +200,7 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 
 // newLogger builds the zap logger: JSON (sampled, ISO-8601 times) by default, or the console
 // encoder for people reading a terminal.
-func newLogger(level zapcore.Level, format string, out io.Writer) (*zap.Logger, error) {
+func newLogger(level zapcore.Level, format string, out io.Writer, dropped func()) (*zap.Logger, error) {
 	cfg := zap.NewProductionEncoderConfig()
 	cfg.EncodeTime = zapcore.ISO8601TimeEncoder
 	cfg.EncodeDuration = zapcore.StringDurationEncoder
@@ -206,7 +214,11 @@ func newLogger(level zapcore.Level, format string, out io.Writer) (*zap.Logger, 
 	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(out)), zap.NewAtomicLevelAt(level))
 	if format != "console" {
 		// As zap's production config: per message and second, the first 100 then every 100th.
-		core = zapcore.NewSamplerWithOptions(core, time.Second, 100, 100)
+		core = zapcore.NewSamplerWithOptions(core, time.Second, 100, 100, zapcore.SamplerHook(func(_ zapcore.Entry, d zapcore.SamplingDecision) {
+			if d&zapcore.LogDropped != 0 {
+				dropped()
+			}
+		}))
 	}
 	return zap.New(core, zap.AddCaller(), zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(out)))), nil
 }
