@@ -22,12 +22,12 @@ type metrics struct {
 	publishDuration   prometheus.Histogram
 	delivered         *prometheus.CounterVec // transport
 	deliveryLatency   *prometheus.HistogramVec
-	resets            *prometheus.CounterVec   // transport
-	refused           *prometheus.CounterVec   // reason
-	longPollOutcomes  *prometheus.CounterVec   // outcome
-	authFailures      *prometheus.CounterVec   // reason
-	streamEnds        *prometheus.CounterVec   // transport, reason
-	rungChanges       *prometheus.CounterVec   // direction, from, to, reason
+	resets            *prometheus.CounterVec // transport
+	refused           *prometheus.CounterVec // reason
+	longPollOutcomes  *prometheus.CounterVec // outcome
+	authFailures      *prometheus.CounterVec // reason
+	streamEnds        *prometheus.CounterVec // transport, reason
+	rungChanges       *prometheus.CounterVec // direction, from, to, reason
 }
 
 // Bounded label values.
