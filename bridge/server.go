@@ -3,8 +3,10 @@ package bridge
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -45,6 +47,7 @@ type Options struct {
 	WriteTimeout    time.Duration // deadline for each SSE write; default 10s
 	Retry           time.Duration // SSE reconnect hint ("retry:"); default 2s
 	CORSOrigins     []string      // origins allowed cross-origin; "*" allows any; none: same-origin only
+	DrainWindow     time.Duration // Drain spreads the ends of open streams over it; zero: all at once
 
 	// Registry receives bridged's metrics, served at /metrics; nil: a registry of its own.
 	// cmd/bridged adds the Go and process collectors to the one it passes.
@@ -120,6 +123,8 @@ type Server struct {
 
 	drain     chan struct{} // closed by Drain
 	drainOnce sync.Once
+	unready   atomic.Bool  // set by Unready or Drain: /readyz fails
+	window    atomic.Int64 // DrainWindow in nanoseconds; SetDrainWindow changes it
 }
 
 // New returns a Server for o, or an error naming the missing required option.
@@ -167,6 +172,7 @@ func New(o Options) (*Server, error) {
 		conns:      newConnLimiter(o.MaxConnections, o.MaxConnectionsPerUser),
 		drain:      make(chan struct{}),
 	}
+	s.window.Store(int64(o.DrainWindow))
 	s.claimer, _ = o.Store.(cache.Claimer)
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
@@ -199,9 +205,29 @@ func (s *Server) Handler(scope Scope) http.Handler { return s.handlers[scope] }
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handlers[All].ServeHTTP(w, r) }
 
 // Drain starts shutting the server down: /readyz fails, SSE streams get "event: close" with reason
-// shutdown and end, pending long-polls answer at once, and new streams are refused with 503. It
-// is idempotent and returns at once; http.Server.Shutdown then waits for the handlers.
-func (s *Server) Drain() { s.drainOnce.Do(func() { close(s.drain) }) }
+// shutdown and end, each at a random moment within the drain window so their reconnects spread
+// over the other nodes, pending long-polls answer at once, and new streams are refused with 503.
+// It is idempotent and returns at once; http.Server.Shutdown then waits for the handlers.
+func (s *Server) Drain() {
+	s.unready.Store(true)
+	s.drainOnce.Do(func() { close(s.drain) })
+}
+
+// SetDrainWindow changes the window Drain spreads stream ends over (an interactive Ctrl-C wants
+// none). Call it before Drain.
+func (s *Server) SetDrainWindow(d time.Duration) { s.window.Store(int64(d)) }
+
+// drainDelay picks when, within the drain window, one stream ends.
+func (s *Server) drainDelay() time.Duration {
+	if w := s.window.Load(); w > 0 {
+		return time.Duration(rand.Int64N(w))
+	}
+	return 0
+}
+
+// Unready makes /readyz fail while everything else keeps working: the first step of a rolling
+// restart, so load balancers stop sending new clients before Drain moves the open ones.
+func (s *Server) Unready() { s.unready.Store(true) }
 
 func (s *Server) isDraining() bool {
 	select {
@@ -256,7 +282,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 // readyz fails while the node drains or its store cannot be reached, so a load balancer stops
 // sending it new clients.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
-	if s.isDraining() {
+	if s.unready.Load() {
 		return errDraining
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)

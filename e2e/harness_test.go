@@ -76,6 +76,9 @@ func startDaemonArgs(tb testing.TB, env map[string]string, argv ...string) *daem
 		"BRIDGE_JWT_SECRET":  jwtSecret,
 		"BRIDGE_PUBLISH_KEY": publishKey,
 		"BRIDGE_ADMIN_KEY":   adminKey,
+		// Shut down at once; TestRollingRestart sets these itself.
+		"BRIDGE_DRAIN_DELAY":  "0s",
+		"BRIDGE_DRAIN_WINDOW": "0s",
 	}
 	maps.Copy(vars, env)
 	environ := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}

@@ -48,6 +48,8 @@ type Config struct {
 	MaxConnections    int           `env:"MAX_CONNECTIONS" envDefault:"50000"`
 	MaxConnsPerUser   int           `env:"MAX_CONNECTIONS_PER_USER" envDefault:"16"`
 	ShutdownTimeout   time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
+	DrainDelay        time.Duration `env:"DRAIN_DELAY" envDefault:"1s"`
+	DrainWindow       time.Duration `env:"DRAIN_WINDOW" envDefault:"2s"`
 	LogLevel          zapcore.Level `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat         string        `env:"LOG_FORMAT" envDefault:"json"`
 	CORSOrigins       []string      `env:"CORS_ORIGINS" envSeparator:","`
@@ -131,6 +133,11 @@ func (c *Config) validate() error {
 		if v.value != "" && len(v.value) < v.min {
 			bad(v.name, "must be at least %d bytes", v.min)
 		}
+	}
+	if c.DrainDelay < 0 || c.DrainWindow < 0 {
+		bad("DRAIN_DELAY", "and BRIDGE_DRAIN_WINDOW must not be negative")
+	} else if c.DrainDelay+c.DrainWindow >= c.ShutdownTimeout {
+		bad("SHUTDOWN_TIMEOUT", "(%s) must exceed BRIDGE_DRAIN_DELAY + BRIDGE_DRAIN_WINDOW (%s)", c.ShutdownTimeout, c.DrainDelay+c.DrainWindow)
 	}
 	if c.JWTLeeway < 0 || c.JWTLeeway > 5*time.Minute {
 		bad("JWT_LEEWAY", "must be between 0 and 5m")

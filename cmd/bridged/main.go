@@ -34,8 +34,20 @@ func main() {
 			os.Exit(2)
 		}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() { // lives as long as the process
+		if sig := <-sigs; sig == os.Interrupt {
+			cancel(ErrInterrupted)
+		} else {
+			cancel(ErrTerminated)
+		}
+		// A second signal while draining means "now": a person pressing Ctrl-C again.
+		sig := <-sigs
+		fmt.Fprintf(os.Stderr, "bridged: %v during shutdown; exiting now\n", sig)
+		os.Exit(1)
+	}()
 	if err := run(ctx, os.Environ(), os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "bridged:", err)
 		os.Exit(1)

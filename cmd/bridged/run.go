@@ -100,6 +100,7 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 		MaxConnections:        cfg.MaxConnections,
 		MaxConnectionsPerUser: cfg.MaxConnsPerUser,
 		CORSOrigins:           cfg.CORSOrigins,
+		DrainWindow:           cfg.DrainWindow,
 		Registry:              registry,
 		Demo:                  demo,
 	})
@@ -170,14 +171,28 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down", zap.Duration("timeout", cfg.ShutdownTimeout))
-	stopWork()
-	workers.Wait()
+	// A rolling restart, in order: stop being ready and keep serving for BRIDGE_DRAIN_DELAY so
+	// load balancers send new clients elsewhere; then drain: streams end with "event: close"
+	// spread over BRIDGE_DRAIN_WINDOW (so their reconnects do not land on the other nodes at
+	// once) and long-polls answer; then stop accepting and wait for the handlers. Ctrl-C at a
+	// terminal (SIGINT) skips the waiting.
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	// Drain first: /readyz fails and new streams get 503 while the listeners still answer, SSE
-	// streams end with "event: close" and long-polls answer; then Shutdown stops accepting and
-	// waits for the handlers.
+	delay := cfg.DrainDelay
+	if errors.Is(context.Cause(ctx), ErrInterrupted) {
+		delay = 0
+		api.SetDrainWindow(0)
+	}
+	log.Info("shutting down", zap.Duration("timeout", cfg.ShutdownTimeout), zap.Duration("drain_delay", delay))
+	api.Unready()
+	select {
+	case <-time.After(delay):
+	case err := <-serveErr:
+		pending--
+		log.Error("listener failed while draining", zap.Error(err))
+	}
+	stopWork()
+	workers.Wait()
 	api.Drain()
 	var errs []error
 	for _, l := range listeners {
@@ -197,6 +212,12 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 	}
 	return err
 }
+
+// ErrInterrupted and ErrTerminated are the causes main gives run's context for SIGINT and SIGTERM.
+var (
+	ErrInterrupted = errors.New("interrupted (SIGINT)")
+	ErrTerminated  = errors.New("terminated (SIGTERM)")
+)
 
 // newLogger builds the zap logger: JSON (sampled, ISO-8601 times) by default, or the console
 // encoder for people reading a terminal.
