@@ -91,6 +91,9 @@ func newMetrics(reg *prometheus.Registry, store cache.Store, conns *connLimiter)
 	}
 	m.resets.WithLabelValues("poll")
 	m.delivered.WithLabelValues("poll")
+	for _, t := range []string{"sse", "longpoll", "poll", "ws"} {
+		m.deliveryLatency.WithLabelValues(t)
+	}
 	for _, o := range publishOutcomes {
 		m.publishRequests.WithLabelValues(o)
 	}

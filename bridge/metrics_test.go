@@ -2,10 +2,13 @@ package bridge
 
 import (
 	"net/http"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -116,5 +119,35 @@ func TestMetricsNeedTheAdminKeyOnASharedListener(t *testing.T) {
 	h.srv.Handler(Public).ServeHTTP(rec, req)
 	if rec.Code != http.StatusNotFound {
 		t.Fatalf("/metrics on the public listener: %d", rec.Code)
+	}
+}
+
+// TestDocsNameRealMetrics: every bridged_* metric the operator docs and the Grafana dashboard
+// mention is one the server exports, so neither drifts from the code.
+func TestDocsNameRealMetrics(t *testing.T) {
+	h := newHarness(t, nil)
+	exported := map[string]bool{"bridged_log_entries_dropped_total": true} // registered by cmd/bridged
+	for key := range h.scrape() {
+		name, _, _ := strings.Cut(key, "{")
+		exported[name] = true
+	}
+	// Vectors whose label values come from clients have no series until one is reported.
+	descs := make(chan *prometheus.Desc, 1)
+	go func() { h.srv.metrics.rungChanges.Describe(descs); close(descs) }()
+	for d := range descs {
+		name, _, _ := strings.Cut(strings.TrimPrefix(d.String(), `Desc{fqName: "`), `"`)
+		exported[name] = true
+	}
+	for _, doc := range []string{"../docs/operations.md", "../docs/grafana/bridged.json"} {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range regexp.MustCompile(`bridged_[a-z_]+[a-z]`).FindAllString(string(b), -1) {
+			base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
+			if !exported[base] {
+				t.Errorf("%s mentions %s, which the server does not export", doc, name)
+			}
+		}
 	}
 }
