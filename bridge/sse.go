@@ -42,6 +42,11 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 		return errDraining
 	}
 	who := subscriberFrom(ctx)
+	release, err := s.acquire(who.user, transportSSE)
+	if err != nil {
+		return err
+	}
+	defer release()
 	sub, err := s.store.Subscribe(ctx, who.user)
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
@@ -73,6 +78,8 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 
 	heartbeat := time.NewTimer(s.opts.Heartbeat)
 	defer heartbeat.Stop()
+	drain := s.drain           // until the node drains; then nil, and leave fires
+	var leave <-chan time.Time // this stream's moment within the drain window
 	expiry := time.NewTimer(time.Until(who.expires))
 	defer expiry.Stop()
 	log := s.log.With(zap.String("route", "sse"))
@@ -115,7 +122,12 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 		case <-expiry.C:
 			out.close("token_expired")
 			return nil
-		case <-s.drain:
+		case <-drain:
+			drain = nil // keep delivering until this stream's turn to leave
+			t := time.NewTimer(s.drainDelay())
+			defer t.Stop()
+			leave = t.C
+		case <-leave:
 			out.close("shutdown")
 			return nil
 		case <-ctx.Done():
