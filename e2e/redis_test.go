@@ -416,3 +416,30 @@ func TestShutdownWithRedisDown(t *testing.T) {
 		}
 	}
 }
+
+// TestTicketAcrossNodes: a ticket is single-use across the nodes sharing a Redis (the store's
+// Claimer): issued by node 1, it opens a stream on node 2, and node 3 refuses it after that.
+func TestTicketAcrossNodes(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	nodes := startNodes(t, srv, 3, nil)
+	id := nodes[0].publish(t, `{"user":"alice","data":"t"}`)[0]
+	r := nodes[0].do(t, "POST", "/v1/ticket", userToken(t, "alice"), "", nil)
+	if r.status != http.StatusOK {
+		t.Fatalf("ticket: %s", r)
+	}
+	var tk struct {
+		Ticket  string `json:"ticket"`
+		Expires string `json:"expires"`
+	}
+	strictDecode(t, r.body, &tk)
+	s := nodes[1].openSSE(t, sseRequest{query: map[string][]string{"ticket": {tk.Ticket}}})
+	s.hello(t)
+	if got := s.messages(t, 1); got[0].ID != id {
+		t.Fatalf("stream by ticket on node 2 gave %+v", got)
+	}
+	again := nodes[2].do(t, "GET", "/v1/sse?ticket="+tk.Ticket, "", "", nil)
+	if again.status != http.StatusUnauthorized || apiErrorCode(t, again) != "ticket_used" {
+		t.Fatalf("the ticket used on node 2, again on node 3: %s", again)
+	}
+}
