@@ -224,6 +224,12 @@ func (c *churnClient) runSSE(ctx context.Context, pick func() *daemon, tok strin
 		cctx, ccancel := context.WithTimeout(ctx, time.Duration(20+rand.N(400))*time.Millisecond)
 		c.connects++
 		err := pick().subscribe(cctx, tok, c.last, nil, func(e *sse.Event) {
+			if cctx.Err() != nil {
+				// Our own disconnect may cut a frame; r3labs' reader hands the cut bytes over as
+				// an event (bufio.Scanner splits at any read error as at EOF). Whatever arrives
+				// now is read again on the next connection, from c.last.
+				return
+			}
 			switch string(e.Event) {
 			case "hello", "ping":
 				return

@@ -226,6 +226,9 @@ func TestRedisOutage(t *testing.T) {
 					current = rcancel
 					mu.Unlock()
 					nodes[1].subscribe(rctx, tok, from, nil, func(e *sse.Event) {
+						if rctx.Err() != nil {
+							return // a frame cut by our own disconnect (see runSSE)
+						}
 						mu.Lock()
 						defer mu.Unlock()
 						switch string(e.Event) {
