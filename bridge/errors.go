@@ -90,6 +90,9 @@ type apiFunc func(w http.ResponseWriter, r *http.Request) error
 func (s *Server) api(fn apiFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := fn(w, r); err != nil {
+			if r.Context().Err() != nil {
+				return // the client left (or the server is closing it): nobody to answer, nothing wrong
+			}
 			s.writeError(w, r, err)
 		}
 	})

@@ -1,10 +1,15 @@
 package bridge
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/bridged/bridged/cache"
 )
@@ -205,5 +210,20 @@ func TestUsersAreIsolated(t *testing.T) {
 	a = h.poll("alice", "?cursor="+bob[0])
 	if !a.Reset || len(a.Messages) != 1 || string(a.Messages[0].Data) != `"hers"` {
 		t.Fatalf("alice with bob's cursor: %+v", a)
+	}
+}
+
+// A long-poll whose client has gone is a normal event, not an internal error: nothing is logged
+// at error level (found by the soak tool: "read stream: context canceled").
+func TestGoneLongPollIsNotAnError(t *testing.T) {
+	core, logs := observer.New(zapcore.ErrorLevel)
+	h := newHarness(t, func(o *Options) { o.Log = zap.New(core) })
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	req := httptest.NewRequest("GET", "/v1/poll?wait=5s", nil).WithContext(ctx)
+	req.Header.Set("Authorization", "Bearer "+token(t, "u", time.Hour))
+	h.srv.ServeHTTP(httptest.NewRecorder(), req)
+	for _, e := range logs.All() {
+		t.Errorf("logged at %s: %q %v", e.Level, e.Message, e.ContextMap())
 	}
 }

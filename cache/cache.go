@@ -23,8 +23,12 @@ type Store interface {
 	Append(ctx context.Context, drafts []Draft) ([]Cursor, error)
 
 	// ReadAfter returns up to limit retained messages of stream after c, oldest first (limit <= 0
-	// means no limit). See Batch for Reset and the cursor to continue from. Reading a stream that
-	// does not exist returns an empty Batch with the zero Cursor, Reset when c is not zero.
+	// means no limit). See Batch for Reset and the cursor to continue from.
+	//
+	// Batch.Cursor is always a real position, never the zero Cursor: reading a stream that does
+	// not exist creates it, empty, with a fresh epoch, and answers "<epoch>-0" (Reset when c is
+	// not zero). A reader holding the zero Cursor after a read could not be told about later
+	// losses, since the zero Cursor reads from the oldest retained message and never resets.
 	ReadAfter(ctx context.Context, stream string, c Cursor, limit int) (Batch, error)
 
 	// Subscribe registers interest in new messages on stream until the Subscription is closed.
@@ -34,7 +38,7 @@ type Store interface {
 	// Scan calls fn for every retained message of stream, or of every stream when stream is "",
 	// oldest first within a stream and streams in no particular order. It is for operators and
 	// may be slow; it stops at the first error fn returns and returns it. Engines do not hold
-	// locks while fn runs, so fn may be slow (it writes to a network).
+	// locks while fn runs, so fn may be slow (it writes to a network). Scan creates nothing.
 	Scan(ctx context.Context, stream string, fn func(stream string, m Message) error) error
 
 	// Ping reports whether the store can serve requests; it returns ErrUnavailable otherwise.
@@ -85,8 +89,7 @@ type Batch struct {
 
 	// Cursor is where to read next: the ID of the last message in Messages; or, when there are
 	// none, the read's own cursor if it is still valid and otherwise the stream's current end,
-	// so a reader that was told about a reset does not get told again. It is the zero Cursor
-	// only when the stream does not exist.
+	// so a reader that was told about a reset does not get told again. It is never zero.
 	Cursor Cursor
 
 	// Start is the cursor just before Messages[0] when Reset is true (Cursor when there are no

@@ -18,7 +18,9 @@
 // C is gone, because it expired, was evicted by a per-stream cap, or C belongs to another epoch
 // (or lies beyond the stream's end), the Batch says Reset and starts at the oldest retained
 // message. A reader is never moved past a message silently. The zero Cursor means "from the oldest
-// retained message" and never resets.
+// retained message" and never resets, so it is only for a reader's first read: every read answers
+// a real position to continue from (a missing stream is created, empty, to give it one), and a
+// reader that keeps resuming from the positions it is given is told of every loss.
 //
 // Reads never delete: a message stays until it expires or is evicted, so a response that never
 // reached its client costs nothing; the client asks again with the same cursor.

@@ -66,6 +66,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"ReadLimitAndResume", testReadLimitAndResume},
 		{"StreamsAreIsolated", testStreamsAreIsolated},
 		{"MissingStream", testMissingStream},
+		{"ResetPositionCatchesLaterLoss", testResetPositionCatchesLaterLoss},
 		{"ResetAfterExpiry", testResetAfterExpiry},
 		{"ResetAfterCountEviction", testResetAfterCountEviction},
 		{"ResetAfterByteEviction", testResetAfterByteEviction},
@@ -213,12 +214,41 @@ func testStreamsAreIsolated(t *testing.T, open opener) {
 func testMissingStream(t *testing.T, open opener) {
 	s, _ := open(t, nil)
 	b := mustRead(t, s, "nobody", cache.Cursor{}, 0)
-	if len(b.Messages) != 0 || b.Reset || !b.Cursor.IsZero() {
-		t.Fatalf("zero-cursor read of a missing stream = %+v, want empty, no reset, zero cursor", b)
+	if len(b.Messages) != 0 || b.Reset || b.Cursor.IsZero() || b.Cursor.Seq != 0 {
+		t.Fatalf("zero-cursor read of a missing stream = %+v, want empty, no reset, a real <epoch>-0 cursor", b)
 	}
-	b = mustRead(t, s, "nobody", cache.Cursor{Epoch: 7, Seq: 3}, 0)
-	if !b.Reset {
-		t.Fatalf("read of a missing stream with a cursor = %+v, want Reset", b)
+	// The first message lands right after that position: no reset for a reader that saw nothing.
+	id := mustAppend(t, s, drafts("nobody", 1, "m"))[0]
+	if after := mustRead(t, s, "nobody", b.Cursor, 0); after.Reset || len(after.Messages) != 1 || after.Messages[0].ID != id {
+		t.Fatalf("read after the start position = %+v", after)
+	}
+	b = mustRead(t, s, "other", cache.Cursor{Epoch: 7, Seq: 3}, 0)
+	if !b.Reset || b.Cursor.IsZero() {
+		t.Fatalf("read of a missing stream with a cursor = %+v, want Reset and a real position", b)
+	}
+	if _, err := s.ReadAfter(t.Context(), "", cache.Cursor{}, 0); !errors.Is(err, cache.ErrInvalid) {
+		t.Fatalf("read of an empty stream name: %v, want ErrInvalid", err)
+	}
+}
+
+// testResetPositionCatchesLaterLoss: a reader resuming from the positions reads give it is told
+// of every later loss, also after a reset on a stream that had gone idle. (A zero cursor handed
+// out after a reset would read "from the oldest" and miss the next expiry silently.)
+func testResetPositionCatchesLaterLoss(t *testing.T, open opener) {
+	s, clk := open(t, nil)
+	first := mustAppend(t, s, drafts("u", 1, "old"))[0]
+	clk.Advance(10 * ttl)                                                             // expired, and idle long enough for any engine to free the stream
+	a := mustRead(t, s, "u", cache.Cursor{Epoch: first.Epoch, Seq: first.Seq - 1}, 0) // never saw it
+	if !a.Reset || a.Cursor.IsZero() {
+		t.Fatalf("read after an expired message = %+v, want a reset with a real position", a)
+	}
+	m2 := mustAppend(t, s, drafts("u", 1, "m2-"))[0]
+	clk.Advance(ttl / 2)
+	mustAppend(t, s, drafts("u", 1, "m3-"))
+	clk.Advance(ttl/2 + time.Second) // m2 expires before the reader's next read
+	b := mustRead(t, s, "u", a.Cursor, 0)
+	if !b.Reset && (len(b.Messages) == 0 || b.Messages[0].ID != m2) {
+		t.Fatalf("resuming from %v after m2 (%v) expired: %+v without a reset", a.Cursor, m2, b)
 	}
 }
 

@@ -485,13 +485,55 @@ func (s *Store) ReadAfter(ctx context.Context, name string, c cache.Cursor, limi
 	if err := s.check(ctx); err != nil {
 		return cache.Batch{}, err
 	}
-	sh := &s.shards[s.shardOf(name)]
-	sh.mu.RLock()
-	defer sh.mu.RUnlock()
-	st := sh.streams[name]
-	if st == nil {
-		return cache.Batch{Reset: !c.IsZero()}, nil
+	if err := validName(name); err != nil {
+		return cache.Batch{}, err
 	}
+	sh := &s.shards[s.shardOf(name)]
+	for {
+		sh.mu.RLock()
+		if st := sh.streams[name]; st != nil {
+			b := s.read(st, c, limit)
+			sh.mu.RUnlock()
+			return b, nil
+		}
+		sh.mu.RUnlock()
+		// A missing stream is created, so the reader gets a real position (cache.Store); it is
+		// freed a TTL later unless something arrives. Then read it under the shared lock again.
+		sh.mu.Lock()
+		_, err := s.getOrCreate(sh, name)
+		sh.mu.Unlock()
+		if err != nil {
+			return cache.Batch{}, err
+		}
+	}
+}
+
+// getOrCreate returns stream name, creating it empty if it does not exist. The caller holds sh's
+// write lock.
+func (s *Store) getOrCreate(sh *shard, name string) (*stream, error) {
+	if st := sh.streams[name]; st != nil {
+		return st, nil
+	}
+	cost := streamOverhead + int64(len(name))
+	if s.bytes.Add(cost) > s.opts.MaxMemory {
+		s.bytes.Add(-cost)
+		return nil, cache.ErrFull
+	}
+	st := s.newStream(sh, name)
+	st.emptySince = s.now()
+	s.schedule(sh, st)
+	return st, nil
+}
+
+func validName(name string) error {
+	if name == "" || len(name) > cache.MaxStreamLen {
+		return fmt.Errorf("%w: stream name must be 1 to %d bytes", cache.ErrInvalid, cache.MaxStreamLen)
+	}
+	return nil
+}
+
+// read answers a read of st after c. The caller holds st's shard lock, for reading at least.
+func (s *Store) read(st *stream, c cache.Cursor, limit int) cache.Batch {
 
 	// Skip expired messages without removing them: readers share the lock.
 	now := s.now()
@@ -533,7 +575,7 @@ func (s *Store) ReadAfter(ctx context.Context, name string, c cache.Cursor, limi
 	} else {
 		b.Cursor = c
 	}
-	return b, nil
+	return b
 }
 
 // Subscribe implements cache.Store.
@@ -541,23 +583,16 @@ func (s *Store) Subscribe(ctx context.Context, name string) (cache.Subscription,
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	if name == "" || len(name) > cache.MaxStreamLen {
-		return nil, fmt.Errorf("%w: stream name must be 1 to %d bytes", cache.ErrInvalid, cache.MaxStreamLen)
+	if err := validName(name); err != nil {
+		return nil, err
 	}
 	sh := &s.shards[s.shardOf(name)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	st := sh.streams[name]
-	if st == nil {
-		// A watched stream is created so that its first reader gets a real cursor (epoch-0) and
-		// can tell later whether anything it never saw was lost.
-		cost := streamOverhead + int64(len(name))
-		if s.bytes.Add(cost) > s.opts.MaxMemory {
-			s.bytes.Add(-cost)
-			return nil, cache.ErrFull
-		}
-		st = s.newStream(sh, name)
-		st.emptySince = s.now()
+	// A watched stream exists, so that its first reader gets a real cursor (epoch-0).
+	st, err := s.getOrCreate(sh, name)
+	if err != nil {
+		return nil, err
 	}
 	st.watchers++
 	s.schedule(sh, st)
@@ -622,10 +657,13 @@ func (s *Store) Scan(ctx context.Context, name string, fn func(stream string, m 
 		return err
 	}
 	scanOne := func(name string) error {
-		b, err := s.ReadAfter(ctx, name, cache.Cursor{}, 0)
-		if err != nil {
-			return err
+		sh := &s.shards[s.shardOf(name)]
+		sh.mu.RLock()
+		var b cache.Batch
+		if st := sh.streams[name]; st != nil {
+			b = s.read(st, cache.Cursor{}, 0)
 		}
+		sh.mu.RUnlock()
 		for _, m := range b.Messages {
 			if err := fn(name, m); err != nil {
 				return err

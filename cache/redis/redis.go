@@ -456,16 +456,35 @@ func (s *Store) ReadAfter(ctx context.Context, name string, c cache.Cursor, limi
 		return cache.Batch{}, err
 	}
 	if name == "" || len(name) > cache.MaxStreamLen {
-		return cache.Batch{Reset: !c.IsZero()}, nil
+		return cache.Batch{}, fmt.Errorf("%w: stream name must be 1 to %d bytes", cache.ErrInvalid, cache.MaxStreamLen)
 	}
 	limit = max(limit, 0)
-	b, err := s.reads.do(ctx, readKey{stream: name, c: c, limit: limit}, func(ctx context.Context) (cache.Batch, error) {
-		return s.read(ctx, name, c, limit)
-	})
+	read := func() (cache.Batch, error) {
+		return s.reads.do(ctx, readKey{stream: name, c: c, limit: limit}, func(ctx context.Context) (cache.Batch, error) {
+			return s.read(ctx, name, c, limit)
+		})
+	}
+	b, err := read()
+	if err == nil && b.Cursor.IsZero() {
+		// The stream does not exist: create it, so the reader gets a real position to continue
+		// from (cache.Store), and read again. Two more round trips, only for missing streams.
+		if err = s.ensure(ctx, name); err == nil {
+			b, err = read()
+		}
+	}
 	if err != nil {
 		return cache.Batch{}, s.fail(ctx, "read", err)
 	}
 	return b, nil
+}
+
+// ensure creates stream name, empty with a fresh epoch, if it does not exist, and refreshes its
+// idle expiry.
+func (s *Store) ensure(ctx context.Context, name string) error {
+	k := s.keysOf(name)
+	cctx, cancel := s.call(ctx)
+	defer cancel()
+	return scriptEnsure.Run(cctx, s.rdb, []string{k.meta, k.log, k.idem}, newEpoch(), s.idle).Err()
 }
 
 func (s *Store) read(ctx context.Context, name string, c cache.Cursor, limit int) (cache.Batch, error) {
@@ -566,12 +585,12 @@ func (s *Store) Subscribe(ctx context.Context, name string) (cache.Subscription,
 	if name == "" || len(name) > cache.MaxStreamLen {
 		return nil, fmt.Errorf("%w: stream name must be 1 to %d bytes", cache.ErrInvalid, cache.MaxStreamLen)
 	}
+	if err := s.ensure(ctx, name); err != nil {
+		return nil, s.fail(ctx, "subscribe", err)
+	}
 	k := s.keysOf(name)
 	cctx, cancel := s.call(ctx)
 	defer cancel()
-	if err := scriptEnsure.Run(cctx, s.rdb, []string{k.meta, k.log, k.idem}, newEpoch(), s.idle).Err(); err != nil {
-		return nil, s.fail(ctx, "subscribe", err)
-	}
 	sub, err := s.hub.subscribe(cctx, name, k.channel)
 	if err != nil {
 		return nil, s.fail(ctx, "subscribe", err)
@@ -629,9 +648,10 @@ func (s *Store) scanOne(ctx context.Context, name string, fn func(string, cache.
 	const page = 1000
 	c := cache.Cursor{}
 	for {
-		b, err := s.ReadAfter(ctx, name, c, page)
+		// read, not ReadAfter: listing must not create a stream freed since SCAN saw it.
+		b, err := s.read(ctx, name, c, page)
 		if err != nil {
-			return err
+			return s.fail(ctx, "scan", err)
 		}
 		for _, m := range b.Messages {
 			if err := fn(name, m); err != nil {
