@@ -32,6 +32,9 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 	} else {
 		setTransport(r, "poll")
 	}
+	if s.faults.active(faultPoll) {
+		return errDemoFault
+	}
 	user := subscriberFrom(r.Context()).user
 
 	b, err := s.store.ReadAfter(r.Context(), user, c, pollLimit+1)
@@ -48,6 +51,8 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("subscribe: %w", err)
 	}
 	defer sub.Close()
+	cut, stop := s.faults.watch(r.Context(), faultLongPoll)
+	defer stop()
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
@@ -67,7 +72,10 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 		case <-s.drain:
 			s.writeBatch(w, b)
 			return nil
-		case <-r.Context().Done():
+		case <-cut.Done():
+			if r.Context().Err() == nil {
+				panic(http.ErrAbortHandler) // demo fault: drop the connection, as a gateway timeout would
+			}
 			return nil // the client left; nothing to answer
 		}
 	}

@@ -87,6 +87,12 @@ type Server struct {
 
 	drain     chan struct{} // closed by Drain
 	drainOnce sync.Once
+
+	faults       *faults // demo mode's fault switchboard; nil otherwise
+	wsOrigins    []string
+	wsAnyOrigin  bool
+	wsConns      sync.WaitGroup // WebSocket handlers, which net/http stops tracking once hijacked
+	clientEvents clientEventCounts
 }
 
 // New returns a Server for o, or an error naming the missing required option.
@@ -122,6 +128,10 @@ func New(o Options) (*Server, error) {
 			jwt.WithLeeway(5*time.Second),
 		),
 	}
+	s.wsOrigins, s.wsAnyOrigin = wsOriginPatterns(o.CORSOrigins)
+	if o.Demo != nil {
+		s.faults = newFaults()
+	}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -133,6 +143,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // shutdown and end, pending long-polls answer at once, and new streams are refused with 503. It
 // is idempotent and returns at once; http.Server.Shutdown then waits for the handlers.
 func (s *Server) Drain() { s.drainOnce.Do(func() { close(s.drain) }) }
+
+// Wait blocks until every WebSocket handler has returned, or ctx ends. Call it after Drain and
+// http.Server.Shutdown, which does not wait for hijacked connections, so their close frames go
+// out before the process exits.
+func (s *Server) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { s.wsConns.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err() // the goroutine above ends when the last handler does
+	}
+}
 
 func (s *Server) isDraining() bool {
 	select {
@@ -154,6 +178,10 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("/v1/poll", s.api(methodNotAllowed("GET")))
 	mux.Handle("GET /v1/sse", s.api(s.subscriberOnly(s.sse)))
 	mux.Handle("/v1/sse", s.api(methodNotAllowed("GET")))
+	mux.Handle("GET /v1/ws", s.api(s.subscriberOnly(s.ws)))
+	mux.Handle("/v1/ws", s.api(methodNotAllowed("GET")))
+	mux.Handle("POST /v1/client-events", s.api(s.subscriberOnly(s.clientEvent)))
+	mux.Handle("/v1/client-events", s.api(methodNotAllowed("POST")))
 	mux.Handle("GET /v1/admin/messages", s.api(admin))
 	mux.Handle("/v1/admin/messages", s.api(methodNotAllowed("GET")))
 	mux.Handle("GET /healthz", s.api(s.healthz))
@@ -167,6 +195,8 @@ func (s *Server) routes() http.Handler {
 		mux.Handle("GET /{$}", http.HandlerFunc(s.demoPage))
 		mux.Handle("GET /demo/token", s.api(s.demoToken))
 		mux.Handle("GET /demo/info", s.api(s.demoInfo))
+		mux.Handle("GET /demo/faults", s.api(s.demoFaults))
+		mux.Handle("POST /demo/faults", s.api(s.demoFaults))
 	}
 	mux.Handle("/", s.api(notFound)) // JSON 404 for everything else
 	return s.accessLog(s.headers(mux))

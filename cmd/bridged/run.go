@@ -128,6 +128,9 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 		err = fmt.Errorf("connections still open after BRIDGE_SHUTDOWN_TIMEOUT (%s): closed them", cfg.ShutdownTimeout)
 	}
 	<-serveErr // http.ErrServerClosed
+	if werr := api.Wait(sctx); werr != nil {
+		err = errors.Join(err, fmt.Errorf("WebSocket connections still open after BRIDGE_SHUTDOWN_TIMEOUT (%s)", cfg.ShutdownTimeout))
+	}
 	err = errors.Join(err, store.Close())
 	if err == nil {
 		log.Info("stopped")
