@@ -29,6 +29,8 @@ var faultNames = [numFaults]string{"ws", "sse", "longpoll", "poll"}
 // client's shortest useful long-poll wait, as a gateway with an aggressive timeout would be.
 const demoCutAfter = 3 * time.Second
 
+var errDemoCut = &apiError{Status: http.StatusGatewayTimeout, Code: "demo_fault", Message: "cut on purpose by the demo's fault controls, as a gateway timeout would"}
+
 var errDemoFault = &apiError{Status: http.StatusServiceUnavailable, Code: "demo_fault", Message: "broken on purpose by the demo's fault controls", RetryAfter: 1}
 
 // faults is the demo's switchboard. It is safe for concurrent use.

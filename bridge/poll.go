@@ -74,7 +74,7 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		case <-cut.Done():
 			if r.Context().Err() == nil {
-				panic(http.ErrAbortHandler) // demo fault: drop the connection, as a gateway timeout would
+				return errDemoCut // as a gateway that times out before the answer says
 			}
 			return nil // the client left; nothing to answer
 		}

@@ -329,9 +329,11 @@ export class Ladder {
     this.env.clearTimeout(this.reopenTimer);
     this.retries += ms > 0 ? 1 : 0;
     this.emitState();
+    const delivered = this.active.delivered && (this.active.rung === 'longpoll' || this.active.rung === 'poll');
     const go = () => {
       if (!this.running || !this.active || this.active.idx !== idx) return;
       this.active = this.openSession(idx, 'active');
+      this.active.delivered = delivered; // a stream proves itself per connection, a poll rung once
     };
     if (ms <= 0) go(); else this.reopenTimer = this.env.setTimeout(go, ms);
   }
@@ -385,7 +387,9 @@ export class Ladder {
     const ms = a.more || sess.rung === 'longpoll' ? 0 : this.o.pollIntervalMs;
     const idx = sess.idx;
     const next = () => {
-      if (this.running && this.active === sess) this.active = this.openSession(idx, 'active');
+      if (!this.running || this.active !== sess) return;
+      this.active = this.openSession(idx, 'active');
+      this.active.delivered = true; // a poll rung has worked once it answered once
     };
     if (ms === 0) next(); else this.reopenTimer = this.env.setTimeout(next, ms);
   }
@@ -427,6 +431,7 @@ export class Ladder {
   deliver(m) {
     this.last = m.id;
     this.env.onMessage(m);
+    this.emitState();
   }
 
   drainPending() {

@@ -33,9 +33,10 @@ type Faults struct {
 	// BufferEventStream holds text/event-stream bodies until 64 KiB have arrived or the stream
 	// ends, as nginx does with proxy_buffering on. Switching it on also drops open streams.
 	BufferEventStream bool `json:"bufferEventStream"`
-	// CutAfterMs drops any request (long-poll, SSE, WebSocket) still open after this many
-	// milliseconds, as a gateway timeout does; 0 cuts nothing. Setting it drops every
-	// long-lived request open at the time.
+	// CutAfterMs ends any request (long-poll, SSE, WebSocket) still open after this many
+	// milliseconds, as a gateway timeout does: 504 if no answer has started, else the
+	// connection is dropped mid-body; 0 cuts nothing. Setting it ends every long-lived
+	// request open at the time.
 	CutAfterMs int `json:"cutAfterMs"`
 	// Fail answers requests with a status instead of forwarding them.
 	Fail []FailRule `json:"fail,omitempty"`
@@ -120,7 +121,11 @@ func New(target *url.URL, routes map[string]*url.URL) *Proxy {
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(context.Cause(r.Context()), errCut) {
-				panic(http.ErrAbortHandler) // drop the connection, as a gateway that gives up does
+				// A gateway that times out before the backend answers says 504. (Dropping the
+				// connection instead would be hidden: browsers retry a GET whose reused
+				// connection was reset.) A response already streaming is cut mid-body.
+				http.Error(w, "faultproxy: gateway timeout", http.StatusGatewayTimeout)
+				return
 			}
 			http.Error(w, "faultproxy: backend: "+err.Error(), http.StatusBadGateway)
 		},
