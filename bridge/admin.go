@@ -2,8 +2,10 @@ package bridge
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"runtime"
 	"strconv"
 
 	"go.uber.org/zap"
@@ -72,4 +74,40 @@ func (s *Server) adminMessages(w http.ResponseWriter, r *http.Request) error {
 	bw.WriteString(strconv.FormatBool(truncated))
 	bw.WriteString("}\n")
 	return bw.Flush()
+}
+
+// adminStats handles GET /v1/admin/stats: what this node holds right now, for operators and the
+// soak tool. Connections count open SSE and WebSocket streams and waiting long-polls.
+func (s *Server) adminStats(w http.ResponseWriter, r *http.Request) error {
+	type conns struct {
+		SSE      int64 `json:"sse"`
+		LongPoll int64 `json:"longpoll"`
+		WS       int64 `json:"ws"`
+		Total    int64 `json:"total"`
+	}
+	out := struct {
+		Goroutines  int          `json:"goroutines"`
+		Connections conns        `json:"connections"`
+		Store       *cache.Stats `json:"store,omitempty"`
+		Draining    bool         `json:"draining"`
+	}{
+		Goroutines: runtime.NumGoroutine(),
+		Connections: conns{
+			SSE:      s.conns.byTransport[transportSSE].Load(),
+			LongPoll: s.conns.byTransport[transportLongPoll].Load(),
+			WS:       s.conns.byTransport[transportWS].Load(),
+			Total:    s.conns.total.Load(),
+		},
+		Draining: s.isDraining(),
+	}
+	if st, ok := s.store.(cache.Statser); ok {
+		stats := st.Stats()
+		out.Store = &stats
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, append(b, '\n'))
+	return nil
 }

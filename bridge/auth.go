@@ -42,25 +42,45 @@ func unauthorized(code, msg string) *apiError {
 	return errorf(http.StatusUnauthorized, code, "%s", msg)
 }
 
-// subscriberOnly verifies the subscriber token (Authorization: Bearer, or the token query
-// parameter because EventSource cannot set headers) and puts its subject in the context.
-func (s *Server) subscriberOnly(next apiFunc) apiFunc {
+// credential names where subscriberOnly looks for the subscriber's identity.
+type credential int
+
+const (
+	tokenOnly       credential = iota // Authorization: Bearer, or the token query parameter
+	tokenHeaderOnly                   // Authorization: Bearer only (POST /v1/ticket)
+	tokenOrTicket                     // either of the first, or a ticket query parameter (SSE, WS)
+)
+
+// subscriberOnly verifies the subscriber's credential and puts its subject in the context. The
+// token may come in the query because EventSource cannot set headers; a ticket keeps it out.
+func (s *Server) subscriberOnly(cred credential, next apiFunc) apiFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
+		var sub subscriber
+		var err error
 		tok := bearer(r)
-		if tok == "" {
-			tok = r.URL.Query().Get("token")
+		q := r.URL.Query()
+		switch {
+		case tok != "":
+			sub, err = s.verifyToken(tok)
+		case cred == tokenOrTicket && q.Has("ticket"):
+			sub, err = s.redeemTicket(r.Context(), q.Get("ticket"))
+		case cred != tokenHeaderOnly:
+			sub, err = s.verifyToken(q.Get("token"))
+		default:
+			err = unauthorized("token_missing", "send the token in an Authorization: Bearer header")
 		}
-		sub, err := s.verifyToken(tok)
 		if err != nil {
+			s.countAuthFailure(err)
 			return err
 		}
 		return next(w, r.WithContext(context.WithValue(r.Context(), subscriberKey{}, sub)))
 	}
 }
 
-// verifyToken checks a subscriber JWT strictly: HS256 only (no "none", no algorithm the token
-// chooses), a signature by BRIDGE_JWT_SECRET, exp required and in the future, nbf respected, and
-// a sub that is a valid stream name.
+// verifyToken checks a subscriber JWT strictly: an algorithm pinned by the configured key that
+// verifies it (HS256 for the secret, RS/PS/ES/EdDSA by public key type; never "none", never one
+// the token picks), exp required and in the future, nbf respected, aud and iss when configured,
+// within a small clock leeway, and a sub that is a valid stream name.
 func (s *Server) verifyToken(tok string) (subscriber, error) {
 	if tok == "" {
 		return subscriber{}, unauthorized("token_missing", "a subscriber token is required (Authorization: Bearer, or the token query parameter)")
@@ -69,10 +89,12 @@ func (s *Server) verifyToken(tok string) (subscriber, error) {
 		return subscriber{}, unauthorized("token_invalid", "token is too long")
 	}
 	var claims jwt.RegisteredClaims
-	_, err := s.jwt.ParseWithClaims(tok, &claims, func(*jwt.Token) (any, error) { return s.jwtSecret, nil })
+	_, err := s.jwt.ParseWithClaims(tok, &claims, s.keys.keyFor)
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return subscriber{}, unauthorized("token_expired", "token has expired; fetch a new one and resume from your last id")
+	case errors.Is(err, jwt.ErrTokenInvalidAudience), errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return subscriber{}, unauthorized("token_invalid", "token is for another audience or issuer")
 	case err != nil:
 		return subscriber{}, unauthorized("token_invalid", "token is not valid")
 	}
@@ -94,15 +116,18 @@ func (k *secretKey) matches(candidate string) bool {
 }
 
 // keyOnly admits requests whose bearer credential is key.
-func keyOnly(key *secretKey, name string, next apiFunc) apiFunc {
+func (s *Server) keyOnly(key *secretKey, name string, next apiFunc) apiFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		got := bearer(r)
-		if got == "" {
-			return unauthorized("key_missing", "this endpoint needs Authorization: Bearer $"+name)
+		var err error
+		switch got := bearer(r); {
+		case got == "":
+			err = unauthorized("key_missing", "this endpoint needs Authorization: Bearer $"+name)
+		case !key.matches(got):
+			err = unauthorized("key_invalid", "the key does not match "+name)
+		default:
+			return next(w, r)
 		}
-		if !key.matches(got) {
-			return unauthorized("key_invalid", "the key does not match "+name)
-		}
-		return next(w, r)
+		s.countAuthFailure(err)
+		return err
 	}
 }

@@ -95,6 +95,7 @@ func (s *Server) clientEvent(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("bad_event", "a step down goes to a lower rung, a step up to a higher one for probe_delivered")
 	}
 	s.clientEvents[change][from][to][reason].Add(1)
+	s.metrics.rungChanges.WithLabelValues(ev.Change, ev.From, ev.To, ev.Reason).Inc() // labels checked above
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -31,6 +31,9 @@ func (s *Server) demoToken(w http.ResponseWriter, r *http.Request) error {
 	if err := validUser(user); err != nil {
 		return err
 	}
+	if len(s.opts.JWTSecret) == 0 {
+		return errorf(http.StatusNotImplemented, "demo_no_secret", "the demo signs tokens with BRIDGE_JWT_SECRET, which is not set")
+	}
 	ttl := demoTokenTTL
 	if v := q.Get("ttl"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -44,7 +47,7 @@ func (s *Server) demoToken(w http.ResponseWriter, r *http.Request) error {
 		Subject:   user,
 		IssuedAt:  jwt.NewNumericDate(time.Now()),
 		ExpiresAt: jwt.NewNumericDate(exp),
-	}).SignedString(s.jwtSecret)
+	}).SignedString(s.opts.JWTSecret)
 	if err != nil {
 		return err
 	}

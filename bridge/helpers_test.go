@@ -168,3 +168,5 @@ func (h *harness) serve() *httptest.Server {
 	h.t.Cleanup(ts.Close)
 	return ts
 }
+
+func stringsReader(s string) io.Reader { return strings.NewReader(s) }

@@ -86,7 +86,8 @@ func (s *Server) headers(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Referrer-Policy", "no-referrer") // URLs may hold a ticket or token: never pass them on
+		h.Set("X-Frame-Options", "DENY")
 		origin := r.Header.Get("Origin")
 		if origin != "" && !anyOrigin {
 			h.Add("Vary", "Origin")
@@ -96,9 +97,10 @@ func (s *Server) headers(next http.Handler) http.Handler {
 			return
 		}
 		if anyOrigin {
-			h.Set("Access-Control-Allow-Origin", "*")
+			h.Set("Access-Control-Allow-Origin", "*") // credentials are never allowed with *
 		} else {
 			h.Set("Access-Control-Allow-Origin", origin)
+			h.Set("Access-Control-Allow-Credentials", "true") // EventSource withCredentials, fetch credentials: 'include'
 		}
 		h.Set("Access-Control-Expose-Headers", "Retry-After")
 		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {

@@ -27,11 +27,11 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	transport := "poll"
 	if wait > 0 {
-		setTransport(r, "longpoll")
-	} else {
-		setTransport(r, "poll")
+		transport = "longpoll"
 	}
+	setTransport(r, transport)
 	if s.faults.active(faultPoll) {
 		return errDemoFault
 	}
@@ -42,10 +42,15 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("read stream: %w", err)
 	}
 	if wait == 0 || len(b.Messages) > 0 || b.Reset || s.isDraining() {
-		s.writeBatch(w, b)
+		s.writeBatch(w, transport, b)
 		return nil
 	}
 
+	release, err := s.acquire(user, transportLongPoll)
+	if err != nil {
+		return err
+	}
+	defer release()
 	sub, err := s.store.Subscribe(r.Context(), user)
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
@@ -61,33 +66,40 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 			return fmt.Errorf("read stream: %w", err)
 		}
 		if len(b.Messages) > 0 || b.Reset {
-			s.writeBatch(w, b)
+			s.metrics.longPollOutcomes.WithLabelValues(map[bool]string{true: "reset", false: "message"}[b.Reset]).Inc()
+			s.writeBatch(w, transport, b)
 			return nil
 		}
 		select {
 		case <-changed:
 		case <-timer.C:
-			s.writeBatch(w, b)
+			s.metrics.longPollOutcomes.WithLabelValues("timeout").Inc()
+			s.writeBatch(w, transport, b)
 			return nil
 		case <-s.drain:
-			s.writeBatch(w, b)
+			s.metrics.longPollOutcomes.WithLabelValues("shutdown").Inc()
+			s.writeBatch(w, transport, b)
 			return nil
 		case <-cut.Done():
 			if r.Context().Err() == nil {
 				return errDemoCut // as a gateway that times out before the answer says
 			}
+			s.metrics.longPollOutcomes.WithLabelValues("client_gone").Inc()
 			return nil // the client left; nothing to answer
 		}
 	}
 }
 
-// writeBatch writes a poll answer.
-func (s *Server) writeBatch(w http.ResponseWriter, b cache.Batch) {
+// writeBatch writes a poll answer under a write deadline, so a client that stops reading cannot
+// hold the handler.
+func (s *Server) writeBatch(w http.ResponseWriter, transport string, b cache.Batch) {
+	setWriteDeadline(w, s.opts.WriteTimeout)
 	more := len(b.Messages) > pollLimit
 	if more {
 		b.Messages = b.Messages[:pollLimit]
 		b.Cursor = b.Messages[pollLimit-1].ID
 	}
+	s.countDelivered(transport, &b, time.Now())
 	size := 64
 	for i := range b.Messages {
 		size += 96 + len(b.Messages[i].Event) + len(b.Messages[i].Data)

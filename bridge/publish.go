@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 	"unicode/utf8"
 
 	"github.com/bridged/bridged/cache"
@@ -32,12 +33,14 @@ var reservedEvents = map[string]bool{"hello": true, "ping": true, "reset": true,
 
 // publish handles POST /v1/publish. It decodes and validates the whole request first and stores
 // it with one Append, so a bad request changes nothing.
-func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) publish(w http.ResponseWriter, r *http.Request) (err error) {
+	start := time.Now()
+	var drafts []cache.Draft
+	defer func() { s.countPublish(err, len(drafts), start) }()
 	if s.isDraining() {
 		return errDraining
 	}
-	drafts, err := s.decodePublish(w, r)
-	if err != nil {
+	if drafts, err = s.decodePublish(w, r); err != nil {
 		return err
 	}
 	ids, err := s.store.Append(r.Context(), drafts)
@@ -59,7 +62,42 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// publishBodyTimeout bounds how long a publisher may take to send its body, so a slow sender
+// (slowloris on the body) cannot hold a handler; headers have BRIDGE_READ_HEADER_TIMEOUT.
+const publishBodyTimeout = 30 * time.Second
+
+// countPublish records a publish request's outcome, duration and messages.
+func (s *Server) countPublish(err error, messages int, start time.Time) {
+	s.metrics.publishDuration.Observe(time.Since(start).Seconds())
+	if err == nil {
+		s.metrics.publishRequests.WithLabelValues("ok").Inc()
+		s.metrics.published.Add(float64(messages))
+		return
+	}
+	e, _ := toAPIError(err)
+	outcome, reason := "internal", ""
+	switch {
+	case e.Code == "store_full":
+		outcome, reason = "store_full", "store_full"
+	case e.Code == "unavailable":
+		outcome, reason = "unavailable", "unavailable"
+	case e.Code == "draining":
+		outcome, reason = "draining", "draining"
+	case e.Status == http.StatusRequestEntityTooLarge:
+		outcome, reason = "too_large", "too_large"
+	case e.Status == http.StatusBadRequest:
+		outcome, reason = "bad_request", "invalid"
+	}
+	s.metrics.publishRequests.WithLabelValues(outcome).Inc()
+	if reason != "" {
+		s.metrics.refused.WithLabelValues(reason).Add(float64(max(messages, 1)))
+	}
+}
+
 func (s *Server) decodePublish(w http.ResponseWriter, r *http.Request) ([]cache.Draft, error) {
+	if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(publishBodyTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return nil, fmt.Errorf("set read deadline: %w", err)
+	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
 	dec.DisallowUnknownFields()
 	var body publishBody
@@ -197,6 +235,12 @@ func validEvent(e string) bool {
 		}
 	}
 	return true
+}
+
+// setWriteDeadline gives the response's next writes until timeout; recorders in tests have no
+// deadlines, which is fine.
+func setWriteDeadline(w http.ResponseWriter, timeout time.Duration) {
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(timeout))
 }
 
 func writeJSON(w http.ResponseWriter, status int, body []byte) {

@@ -6,6 +6,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/bridged/bridged/cache"
 )
@@ -148,4 +151,55 @@ func TestPublishMemoryCapIs503(t *testing.T) {
 	if last != http.StatusServiceUnavailable {
 		t.Fatal("a 1 MiB cap never refused 1000 publishes of 60 KB")
 	}
+}
+
+// FuzzPublish: whatever the body, POST /v1/publish either refuses it with a 4xx JSON error and
+// the store unchanged, or answers 200 with one id per message and stores exactly those messages.
+func FuzzPublish(f *testing.F) {
+	for _, s := range []string{
+		`{"user":"u","data":1}`,
+		`{"user":"u","event":"chat.msg","data":{"a":[1,2,"x"]},"key":"k1"}`,
+		`{"messages":[{"user":"a","data":"x"},{"user":"b","data":null,"key":"k"}]}`,
+		`{"user":"u","data":"line\nbreak"}`, "{\"user\":\"u\",\"data\":{\n\"a\" : 1\r\n}}",
+		`{"user":"","data":1}`, `{"user":"u"}`, `{"messages":[]}`, `[]`, `{`, ``, `{"user":"u","data":1}x`,
+		`{"user":"u","event":"reset","data":1}`, "{\"user\":\"\xff\",\"data\":1}",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		h := newHarnessWith(t, cache.Options{TTL: time.Minute}, func(o *Options) {
+			o.Log = zap.NewNop()
+			o.MaxBatch = 20
+			o.MaxMessageBytes = 1024
+			o.MaxBodyBytes = 32 << 10
+		})
+		rec := h.do("POST", "/v1/publish", testPublishKey, body)
+		stored := h.stored()
+		switch {
+		case rec.Code == http.StatusOK:
+			var out struct{ IDs []string }
+			decode(t, rec.Body.Bytes(), &out)
+			if len(out.IDs) == 0 || len(stored) == 0 || len(stored) > len(out.IDs) {
+				t.Fatalf("200 with %d ids but %d stored: %q", len(out.IDs), len(stored), body)
+			}
+			for _, id := range out.IDs {
+				if _, err := cache.ParseCursor(id); err != nil || id == "" {
+					t.Fatalf("bad id %q", id)
+				}
+			}
+			// Every stored message reads back as valid JSON data without a line break.
+			for _, m := range stored {
+				if strings.ContainsAny(m, "\r\n") {
+					t.Fatalf("stored data holds a line break: %q", m)
+				}
+			}
+		case rec.Code >= 400 && rec.Code < 500:
+			errorCode(t, rec)
+			if len(stored) != 0 {
+				t.Fatalf("%d answer but %d messages stored for %q", rec.Code, len(stored), body)
+			}
+		default:
+			t.Fatalf("status %d for %q: %s", rec.Code, body, rec.Body)
+		}
+	})
 }

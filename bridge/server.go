@@ -3,12 +3,14 @@ package bridge
 import (
 	"context"
 	"errors"
-	"io/fs"
+	"math/rand/v2"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/bridged/bridged/cache"
@@ -20,9 +22,22 @@ import (
 type Options struct {
 	Store      cache.Store // where messages are kept; required
 	Log        *zap.Logger // nil: no logging
-	JWTSecret  []byte      // HS256 key of subscriber tokens; required
 	PublishKey string      // bearer key of POST /v1/publish; required
 	AdminKey   string      // bearer key of /v1/admin/; required
+
+	// Keys verify subscriber tokens. When nil, JWTSecret alone does (HS256); one of the two is
+	// required. JWTSecret is also what demo mode signs its tokens with.
+	Keys        *Keys
+	JWTSecret   []byte
+	JWTAudience string        // when set, a token's aud must include it
+	JWTIssuer   string        // when set, a token's iss must equal it
+	JWTLeeway   time.Duration // clock skew allowed on exp and nbf; default 5s
+
+	TicketTTL    time.Duration // how long a ticket from POST /v1/ticket is good for; default 30s
+	TicketSecret []byte        // signs tickets; default: derived from PublishKey (shared by all nodes)
+
+	MaxConnections        int // open SSE/WS streams and waiting long-polls, all users; default 50000
+	MaxConnectionsPerUser int // the same, per user; default 16
 
 	MaxMessageBytes int           // largest data of one message; default 64 KiB
 	MaxBatch        int           // most messages in one publish; default 1000
@@ -32,6 +47,11 @@ type Options struct {
 	WriteTimeout    time.Duration // deadline for each SSE write; default 10s
 	Retry           time.Duration // SSE reconnect hint ("retry:"); default 2s
 	CORSOrigins     []string      // origins allowed cross-origin; "*" allows any; none: same-origin only
+	DrainWindow     time.Duration // Drain spreads the ends of open streams over it; zero: all at once
+
+	// Registry receives bridged's metrics, served at /metrics; nil: a registry of its own.
+	// cmd/bridged adds the Go and process collectors to the one it passes.
+	Registry *prometheus.Registry
 
 	// Demo, when non-nil, serves the demo page at / and mints tokens for it at /demo/token.
 	// Never set it on a node that faces real users.
@@ -71,6 +91,18 @@ func (o *Options) setDefaults() {
 	if o.Retry <= 0 {
 		o.Retry = 2 * time.Second
 	}
+	if o.JWTLeeway <= 0 {
+		o.JWTLeeway = 5 * time.Second
+	}
+	if o.TicketTTL <= 0 {
+		o.TicketTTL = 30 * time.Second
+	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = 50000
+	}
+	if o.MaxConnectionsPerUser <= 0 {
+		o.MaxConnectionsPerUser = 16
+	}
 }
 
 // Server serves bridged's HTTP API (see the package doc). It is an http.Handler and is safe for
@@ -78,15 +110,21 @@ func (o *Options) setDefaults() {
 type Server struct {
 	opts       Options
 	store      cache.Store
+	claimer    cache.Claimer // the store's, or nil: then there are no tickets
 	log        *zap.Logger
 	jwt        *jwt.Parser
-	jwtSecret  []byte
+	keys       *Keys
+	ticketKey  []byte
 	publishKey secretKey
 	adminKey   secretKey
-	handler    http.Handler
+	conns      *connLimiter
+	metrics    *metrics
+	handlers   [3]http.Handler // by Scope
 
 	drain     chan struct{} // closed by Drain
 	drainOnce sync.Once
+	unready   atomic.Bool  // set by Unready or Drain: /readyz fails
+	window    atomic.Int64 // DrainWindow in nanoseconds; SetDrainWindow changes it
 
 	faults       *faults // demo mode's fault switchboard; nil otherwise
 	wsOrigins    []string
@@ -101,8 +139,8 @@ func New(o Options) (*Server, error) {
 	if o.Store == nil {
 		missing = append(missing, errors.New("bridge: Options.Store is required"))
 	}
-	if len(o.JWTSecret) == 0 {
-		missing = append(missing, errors.New("bridge: Options.JWTSecret is required"))
+	if o.Keys == nil && len(o.JWTSecret) == 0 {
+		missing = append(missing, errors.New("bridge: Options.Keys or Options.JWTSecret is required"))
 	}
 	if o.PublishKey == "" {
 		missing = append(missing, errors.New("bridge: Options.PublishKey is required"))
@@ -114,35 +152,88 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	o.setDefaults()
+	keys := o.Keys
+	if keys == nil {
+		var err error
+		if keys, err = LoadKeys(KeySource{HMACSecret: o.JWTSecret}); err != nil {
+			return nil, err
+		}
+	}
+	parse := []jwt.ParserOption{jwt.WithExpirationRequired(), jwt.WithLeeway(o.JWTLeeway)}
+	if o.JWTAudience != "" {
+		parse = append(parse, jwt.WithAudience(o.JWTAudience))
+	}
+	if o.JWTIssuer != "" {
+		parse = append(parse, jwt.WithIssuer(o.JWTIssuer))
+	}
 	s := &Server{
 		opts:       o,
 		store:      o.Store,
 		log:        o.Log,
-		jwtSecret:  o.JWTSecret,
+		keys:       keys,
+		jwt:        jwt.NewParser(parse...),
+		ticketKey:  ticketKey(o.TicketSecret, o.PublishKey),
 		publishKey: newSecretKey(o.PublishKey),
 		adminKey:   newSecretKey(o.AdminKey),
+		conns:      newConnLimiter(o.MaxConnections, o.MaxConnectionsPerUser),
 		drain:      make(chan struct{}),
-		jwt: jwt.NewParser(
-			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
-			jwt.WithExpirationRequired(),
-			jwt.WithLeeway(5*time.Second),
-		),
 	}
+	s.window.Store(int64(o.DrainWindow))
 	s.wsOrigins, s.wsAnyOrigin = wsOriginPatterns(o.CORSOrigins)
 	if o.Demo != nil {
 		s.faults = newFaults()
 	}
-	s.handler = s.routes()
+	s.claimer, _ = o.Store.(cache.Claimer)
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	s.metrics = newMetrics(o.Registry, o.Store, s.conns)
+	for _, scope := range []Scope{All, Public, Internal} {
+		s.handlers[scope] = s.routes(scope)
+	}
 	return s, nil
 }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+// Scope selects the endpoints a listener serves.
+type Scope int
+
+const (
+	// All serves every endpoint on one listener; publishing and the operator endpoints are
+	// protected by their keys.
+	All Scope = iota
+	// Public serves what browsers use: the read transports, tickets, the demo, health probes.
+	Public
+	// Internal serves what the app and operators use: publishing, the operator endpoints and
+	// health probes, for a listener that is not exposed to the internet (BRIDGE_INTERNAL_ADDR).
+	Internal
+)
+
+// Handler returns the handler for a listener serving scope.
+func (s *Server) Handler(scope Scope) http.Handler { return s.handlers[scope] }
+
+// ServeHTTP implements http.Handler with every endpoint (scope All).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handlers[All].ServeHTTP(w, r) }
 
 // Drain starts shutting the server down: /readyz fails, SSE streams get "event: close" with reason
-// shutdown and end, pending long-polls answer at once, and new streams are refused with 503. It
-// is idempotent and returns at once; http.Server.Shutdown then waits for the handlers.
-func (s *Server) Drain() { s.drainOnce.Do(func() { close(s.drain) }) }
+// shutdown and end, each at a random moment within the drain window so their reconnects spread
+// over the other nodes, pending long-polls answer at once, and new streams are refused with 503.
+// It is idempotent and returns at once; http.Server.Shutdown then waits for the handlers.
+func (s *Server) Drain() {
+	s.unready.Store(true)
+	s.drainOnce.Do(func() { close(s.drain) })
+}
+
+// SetDrainWindow changes the window Drain spreads stream ends over (an interactive Ctrl-C wants
+// none). Call it before Drain.
+func (s *Server) SetDrainWindow(d time.Duration) { s.window.Store(int64(d)) }
+
+// drainDelay picks when, within the drain window, one stream ends.
+func (s *Server) drainDelay() time.Duration {
+	if w := s.window.Load(); w > 0 {
+		return time.Duration(rand.Int64N(w))
+	}
+	return 0
+}
 
 // Wait blocks until every WebSocket handler has returned, or ctx ends. Call it after Drain and
 // http.Server.Shutdown, which does not wait for hijacked connections, so their close frames go
@@ -158,6 +249,10 @@ func (s *Server) Wait(ctx context.Context) error {
 	}
 }
 
+// Unready makes /readyz fail while everything else keeps working: the first step of a rolling
+// restart, so load balancers stop sending new clients before Drain moves the open ones.
+func (s *Server) Unready() { s.unready.Store(true) }
+
 func (s *Server) isDraining() bool {
 	select {
 	case <-s.drain:
@@ -167,37 +262,42 @@ func (s *Server) isDraining() bool {
 	}
 }
 
-func (s *Server) routes() http.Handler {
+func (s *Server) routes(scope Scope) http.Handler {
 	mux := http.NewServeMux()
-	publish := keyOnly(&s.publishKey, "BRIDGE_PUBLISH_KEY", s.publish)
-	admin := keyOnly(&s.adminKey, "BRIDGE_ADMIN_KEY", s.adminMessages)
-
-	mux.Handle("POST /v1/publish", s.api(publish))
-	mux.Handle("/v1/publish", s.api(methodNotAllowed("POST")))
-	mux.Handle("GET /v1/poll", s.api(s.subscriberOnly(s.poll)))
-	mux.Handle("/v1/poll", s.api(methodNotAllowed("GET")))
-	mux.Handle("GET /v1/sse", s.api(s.subscriberOnly(s.sse)))
-	mux.Handle("/v1/sse", s.api(methodNotAllowed("GET")))
-	mux.Handle("GET /v1/ws", s.api(s.subscriberOnly(s.ws)))
-	mux.Handle("/v1/ws", s.api(methodNotAllowed("GET")))
-	mux.Handle("POST /v1/client-events", s.api(s.subscriberOnly(s.clientEvent)))
-	mux.Handle("/v1/client-events", s.api(methodNotAllowed("POST")))
-	mux.Handle("GET /v1/admin/messages", s.api(admin))
-	mux.Handle("/v1/admin/messages", s.api(methodNotAllowed("GET")))
-	mux.Handle("GET /healthz", s.api(s.healthz))
-	mux.Handle("/healthz", s.api(methodNotAllowed("GET")))
-	mux.Handle("GET /readyz", s.api(s.readyz))
-	mux.Handle("/readyz", s.api(methodNotAllowed("GET")))
-
-	files, _ := fs.Sub(static.FS, ".")
-	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(files)))
-	if s.opts.Demo != nil {
-		mux.Handle("GET /{$}", http.HandlerFunc(s.demoPage))
-		mux.Handle("GET /demo/token", s.api(s.demoToken))
-		mux.Handle("GET /demo/info", s.api(s.demoInfo))
-		mux.Handle("GET /demo/faults", s.api(s.demoFaults))
-		mux.Handle("POST /demo/faults", s.api(s.demoFaults))
+	public, internal := scope != Internal, scope != Public
+	handle := func(method, path string, h apiFunc) {
+		mux.Handle(method+" "+path, s.api(h))
+		mux.Handle(path, s.api(methodNotAllowed(method)))
 	}
+	if internal {
+		handle("POST", "/v1/publish", s.keyOnly(&s.publishKey, "BRIDGE_PUBLISH_KEY", s.publish))
+		handle("GET", "/v1/admin/messages", s.keyOnly(&s.adminKey, "BRIDGE_ADMIN_KEY", s.adminMessages))
+		handle("GET", "/v1/admin/stats", s.keyOnly(&s.adminKey, "BRIDGE_ADMIN_KEY", s.adminStats))
+		// On its own internal listener /metrics is open to the scraper; sharing the public one,
+		// it needs the admin key like everything else there (Prometheus: authorization: credentials).
+		metrics := func(w http.ResponseWriter, r *http.Request) error { s.metricsHandler().ServeHTTP(w, r); return nil }
+		if scope == All {
+			metrics = s.keyOnly(&s.adminKey, "BRIDGE_ADMIN_KEY", metrics)
+		}
+		handle("GET", "/metrics", metrics)
+	}
+	if public {
+		handle("GET", "/v1/poll", s.subscriberOnly(tokenOnly, s.poll))
+		handle("GET", "/v1/sse", s.subscriberOnly(tokenOrTicket, s.sse))
+		handle("GET", "/v1/ws", s.subscriberOnly(tokenOrTicket, s.ws))
+		handle("POST", "/v1/client-events", s.subscriberOnly(tokenOnly, s.clientEvent))
+		handle("POST", "/v1/ticket", s.subscriberOnly(tokenHeaderOnly, s.issueTicket))
+		mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static.FS)))
+		if s.opts.Demo != nil {
+			mux.Handle("GET /{$}", http.HandlerFunc(s.demoPage))
+			mux.Handle("GET /demo/token", s.api(s.demoToken))
+			mux.Handle("GET /demo/info", s.api(s.demoInfo))
+			mux.Handle("GET /demo/faults", s.api(s.demoFaults))
+			mux.Handle("POST /demo/faults", s.api(s.demoFaults))
+		}
+	}
+	handle("GET", "/healthz", s.healthz)
+	handle("GET", "/readyz", s.readyz)
 	mux.Handle("/", s.api(notFound)) // JSON 404 for everything else
 	return s.accessLog(s.headers(mux))
 }
@@ -210,7 +310,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 // readyz fails while the node drains or its store cannot be reached, so a load balancer stops
 // sending it new clients.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
-	if s.isDraining() {
+	if s.unready.Load() {
 		return errDraining
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)

@@ -73,8 +73,9 @@ func TestSecurityHeadersAndCORS(t *testing.T) {
 		!strings.Contains(pre.Header().Get("Access-Control-Allow-Headers"), "Last-Event-ID") {
 		t.Fatalf("preflight from an allowed origin: %d %v", pre.Code, pre.Header())
 	}
-	if got := req("GET", "https://app.example", nil).Header().Get("Access-Control-Allow-Origin"); got != "https://app.example" {
-		t.Fatalf("simple request from an allowed origin: ACAO %q", got)
+	simple := req("GET", "https://app.example", nil).Header()
+	if simple.Get("Access-Control-Allow-Origin") != "https://app.example" || simple.Get("Access-Control-Allow-Credentials") != "true" {
+		t.Fatalf("simple request from an allowed origin: %v", simple)
 	}
 	evil := req("OPTIONS", "https://evil.example", map[string]string{"Access-Control-Request-Method": "GET"})
 	if evil.Header().Get("Access-Control-Allow-Origin") != "" || evil.Code == http.StatusNoContent {

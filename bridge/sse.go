@@ -52,6 +52,11 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 		return errDraining
 	}
 	who := subscriberFrom(ctx)
+	release, err := s.acquire(who.user, transportSSE)
+	if err != nil {
+		return err
+	}
+	defer release()
 	sub, err := s.store.Subscribe(ctx, who.user)
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
@@ -80,7 +85,7 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 		}
 		return nil
 	}
-	s.serveStream(ctx, who, c, sub, out, s.log.With(zap.String("route", "sse")))
+	s.serveStream(ctx, "sse", who, c, sub, out, s.log.With(zap.String("route", "sse")))
 	return nil
 }
 

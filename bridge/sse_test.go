@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -246,5 +248,56 @@ func TestSSEBadCursor(t *testing.T) {
 	h.srv.ServeHTTP(rec, req)
 	if rec.Code != http.StatusBadRequest {
 		t.Fatalf("integer Last-Event-ID: %d", rec.Code)
+	}
+}
+
+func TestSlowReaderIsCutAndHoldsNobodyBack(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.WriteTimeout = 200 * time.Millisecond })
+	ts := h.serve()
+	tok := token(t, "u", time.Hour)
+
+	// The slow client: a socket with a tiny receive buffer that reads the hello and then nothing.
+	slow, err := net.Dial("tcp", ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	slow.(*net.TCPConn).SetReadBuffer(4096)
+	fmt.Fprintf(slow, "GET /v1/sse HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", tok)
+	buf := make([]byte, 4096)
+	for got := ""; !strings.Contains(got, "event: hello"); {
+		n, err := slow.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += string(buf[:n])
+	}
+	healthy := openSSE(t, ts.URL, "", tok, nil)
+	healthy.expect("hello")
+
+	// Publish big messages until the server gives up on the slow client. Every publish returns
+	// (the slow reader never holds up the publisher), and the healthy reader keeps up.
+	big := strings.Repeat("x", 60_000)
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; h.srv.conns.total.Load() > 1; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow client was never disconnected")
+		}
+		h.publish(fmt.Sprintf(`{"user":"u","event":"big","data":"%s"}`, big))
+		for {
+			f := healthy.next()
+			if f.Event == "big" {
+				break
+			}
+			if f.Event != "reset" && f.Event != "ping" {
+				t.Fatalf("healthy reader got %+v", f)
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The healthy stream is still live.
+	id := h.publish(`{"user":"u","event":"after","data":1}`)[0]
+	if f := healthy.expect("after"); f.ID != id {
+		t.Fatalf("after the cut: %+v", f)
 	}
 }

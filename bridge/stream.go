@@ -39,11 +39,16 @@ type frameWriter interface {
 
 // serveStream is the one read path for streaming transports (package doc): with sub taken for
 // the subscriber's stream, it writes hello, then loops Changed → ReadAfter → write → wait for the
-// change, the heartbeat, the token's expiry, the node draining or ctx ending (the client left).
+// change, the heartbeat, the token's expiry, this stream's moment in the drain window (spread
+// so that a draining node's clients do not all reconnect at once) or ctx ending (the client left).
 //
 // The calling goroutine is the connection's only writer and owns every timer; a slow client
 // falls behind its own cursor and is cut by the write deadline, never holding up a publisher.
-func (s *Server) serveStream(ctx context.Context, who subscriber, c cache.Cursor, sub cache.Subscription, out frameWriter, log *zap.Logger) {
+//
+// transport ("sse" or "ws") labels the metrics: messages delivered, resets, and why it ended.
+func (s *Server) serveStream(ctx context.Context, transport string, who subscriber, c cache.Cursor, sub cache.Subscription, out frameWriter, log *zap.Logger) {
+	ended := "client_gone"
+	defer func() { s.metrics.streamEnds.WithLabelValues(transport, ended).Inc() }()
 	out.hello(c, s.opts.Heartbeat)
 	if err := out.flush(); err != nil {
 		return // the client is gone before the first frame; nothing to tell
@@ -52,6 +57,8 @@ func (s *Server) serveStream(ctx context.Context, who subscriber, c cache.Cursor
 	defer heartbeat.Stop()
 	expiry := time.NewTimer(time.Until(who.expires))
 	defer expiry.Stop()
+	drain := s.drain           // until the node drains; then nil, and leave fires
+	var leave <-chan time.Time // this stream's moment within the drain window
 
 	for {
 		changed := sub.Changed()
@@ -59,6 +66,7 @@ func (s *Server) serveStream(ctx context.Context, who subscriber, c cache.Cursor
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Warn("stream read failed", zap.Error(err))
+				ended = string(closeUnavailable)
 				out.end(closeUnavailable)
 			}
 			return
@@ -73,8 +81,10 @@ func (s *Server) serveStream(ctx context.Context, who subscriber, c cache.Cursor
 		if b.Reset || len(b.Messages) > 0 {
 			if err := out.flush(); err != nil {
 				log.Debug("stream client write failed", zap.Error(err))
+				ended = "write_failed"
 				return // a slow or vanished client resumes by cursor
 			}
+			s.countDelivered(transport, &b, time.Now())
 			heartbeat.Reset(s.opts.Heartbeat)
 		}
 		if len(b.Messages) == streamBatch {
@@ -85,13 +95,21 @@ func (s *Server) serveStream(ctx context.Context, who subscriber, c cache.Cursor
 		case <-heartbeat.C:
 			if err := out.heartbeat(ctx); err != nil {
 				log.Debug("stream heartbeat failed", zap.Error(err))
+				ended = "write_failed"
 				return
 			}
 			heartbeat.Reset(s.opts.Heartbeat)
 		case <-expiry.C:
+			ended = string(closeTokenExpired)
 			out.end(closeTokenExpired)
 			return
-		case <-s.drain:
+		case <-drain:
+			drain = nil // keep delivering until this stream's turn to leave
+			t := time.NewTimer(s.drainDelay())
+			defer t.Stop()
+			leave = t.C
+		case <-leave:
+			ended = string(closeShutdown)
 			out.end(closeShutdown)
 			return
 		case <-ctx.Done():

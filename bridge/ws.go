@@ -67,6 +67,11 @@ func (s *Server) ws(w http.ResponseWriter, r *http.Request) error {
 		return errDemoFault
 	}
 	who := subscriberFrom(r.Context())
+	release, err := s.acquire(who.user, transportWS)
+	if err != nil {
+		return err
+	}
+	defer release()
 	sub, err := s.store.Subscribe(r.Context(), who.user)
 	if err != nil {
 		return err
@@ -92,7 +97,7 @@ func (s *Server) ws(w http.ResponseWriter, r *http.Request) error {
 	ctx, stop := s.faults.watch(ctx, faultWS, faultLongPoll)
 	defer stop()
 	out := &wsWriter{conn: conn, ctx: ctx, timeout: s.opts.WriteTimeout}
-	s.serveStream(ctx, who, c, sub, out, s.log.With(zap.String("route", "ws")))
+	s.serveStream(ctx, "ws", who, c, sub, out, s.log.With(zap.String("route", "ws")))
 	return nil
 }
 

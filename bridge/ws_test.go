@@ -282,3 +282,22 @@ func TestSSEPlainOmitsEventNames(t *testing.T) {
 		t.Fatalf("plain=yes: %d", rec.Code)
 	}
 }
+
+func TestWSTicketInsteadOfToken(t *testing.T) {
+	h := newHarness(t, nil)
+	ts := h.serve()
+	rec := h.do("POST", "/v1/ticket", token(t, "u", time.Hour), "")
+	var out struct{ Ticket string }
+	decode(t, rec.Body.Bytes(), &out)
+	if rec.Code != http.StatusOK || out.Ticket == "" {
+		t.Fatalf("ticket: %d %s", rec.Code, rec.Body)
+	}
+	c, resp, err := dialWS(t, ts.URL, "?ticket="+out.Ticket, nil)
+	if err != nil {
+		t.Fatalf("dial with a ticket: %v %v", err, resp)
+	}
+	c.expect("hello")
+	if _, resp, err := dialWS(t, ts.URL, "?ticket="+out.Ticket, nil); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("second use of a ticket: %v %v, want 401", resp, err)
+	}
+}

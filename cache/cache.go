@@ -138,9 +138,21 @@ const (
 
 // Stats is a snapshot of a store's size.
 type Stats struct {
-	Streams  int64 // streams held, including empty ones kept for their cursor
-	Messages int64 // retained messages
-	Bytes    int64 // accounted bytes, the figure compared with Options.MaxMemory
+	Streams  int64 `json:"streams"`   // streams held, including empty ones kept for their cursor
+	Messages int64 `json:"messages"`  // retained messages
+	Bytes    int64 `json:"bytes"`     // accounted bytes, the figure compared with Options.MaxMemory
+	Expired  int64 `json:"expired"`   // messages removed for outliving the TTL, since the store opened
+	Evicted  int64 `json:"evicted"`   // messages removed early by a per-stream cap, since the store opened
+	MaxBytes int64 `json:"max_bytes"` // the cap Bytes is held under (Options.MaxMemory)
+}
+
+// Claimer is implemented by stores that can hand out one-time claims, shared by every node that
+// uses the same backend. bridged uses it to make tickets single-use across nodes.
+type Claimer interface {
+	// Claim reports whether key was unclaimed, claiming it for ttl: it returns true for the
+	// first call with key within ttl and false for every later one. Keys are at most MaxKeyLen
+	// bytes (ErrInvalid otherwise).
+	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
 }
 
 // Statser is implemented by stores that can report their size cheaply.

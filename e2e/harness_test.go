@@ -42,10 +42,11 @@ const (
 
 // daemon is one running bridged process. Its methods are safe for concurrent use.
 type daemon struct {
-	base   string       // http://127.0.0.1:PORT
-	client *http.Client // this daemon's own connection pool
-	cmd    *exec.Cmd
-	log    *logSink // stderr and stdout, captured
+	base     string       // http://127.0.0.1:PORT
+	internal string       // the BRIDGE_INTERNAL_ADDR listener's base URL, when there is one
+	client   *http.Client // this daemon's own connection pool
+	cmd      *exec.Cmd
+	log      *logSink // stderr and stdout, captured
 
 	exited  chan struct{} // closed when the process has exited and its output is drained
 	waitErr error         // cmd.Wait's result; read after exited is closed
@@ -75,6 +76,9 @@ func startDaemonArgs(tb testing.TB, env map[string]string, argv ...string) *daem
 		"BRIDGE_JWT_SECRET":  jwtSecret,
 		"BRIDGE_PUBLISH_KEY": publishKey,
 		"BRIDGE_ADMIN_KEY":   adminKey,
+		// Shut down at once; TestRollingRestart sets these itself.
+		"BRIDGE_DRAIN_DELAY":  "0s",
+		"BRIDGE_DRAIN_WINDOW": "0s",
 	}
 	maps.Copy(vars, env)
 	environ := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
@@ -124,6 +128,11 @@ func startDaemonArgs(tb testing.TB, env map[string]string, argv ...string) *daem
 	for {
 		r, err := d.tryDo(tb.Context(), "GET", "/readyz", "", nil, nil)
 		if err == nil && r.status == http.StatusOK {
+			if env["BRIDGE_INTERNAL_ADDR"] != "" {
+				sink.mu.Lock()
+				d.internal = "http://" + sink.internal // both lines are logged before serving starts
+				sink.mu.Unlock()
+			}
 			return d
 		}
 		select {
@@ -201,12 +210,14 @@ type logSink struct {
 	partial   []byte
 	sent      bool
 	listening chan listeningLine
+	internal  string // address of the internal listener, once logged
 }
 
 type listeningLine struct {
-	Msg  string `json:"msg"`
-	Addr string `json:"addr"`
-	Demo bool   `json:"demo"`
+	Msg      string `json:"msg"`
+	Addr     string `json:"addr"`
+	Listener string `json:"listener"`
+	Demo     bool   `json:"demo"`
 }
 
 func newLogSink() *logSink { return &logSink{listening: make(chan listeningLine, 1)} }
@@ -223,9 +234,13 @@ func (s *logSink) Write(p []byte) (int, error) {
 		}
 		line := s.partial[:i]
 		var l listeningLine
-		if !s.sent && json.Unmarshal(line, &l) == nil && l.Msg == "listening" && l.Addr != "" {
-			s.sent = true
-			s.listening <- l
+		if json.Unmarshal(line, &l) == nil && l.Msg == "listening" && l.Addr != "" {
+			if l.Listener == "BRIDGE_INTERNAL_ADDR" {
+				s.internal = l.Addr
+			} else if !s.sent {
+				s.sent = true
+				s.listening <- l
+			}
 		}
 		s.partial = s.partial[i+1:]
 	}

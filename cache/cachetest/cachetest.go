@@ -83,6 +83,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"Scan", testScan},
 		{"CanceledContext", testCanceledContext},
 		{"CloseWakesSubscribers", testCloseWakesSubscribers},
+		{"ClaimOnce", testClaimOnce},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })
@@ -637,5 +638,56 @@ func testCloseWakesSubscribers(t *testing.T, open opener) {
 	waitClosed(t, ch, "subscriber after Close")
 	if _, err := s.Append(t.Context(), drafts("u", 1, "m")); !errors.Is(err, cache.ErrClosed) {
 		t.Fatalf("Append after Close: %v, want ErrClosed", err)
+	}
+}
+
+// testClaimOnce checks cache.Claimer, for engines that offer it: a key is claimed once within its
+// TTL, and again after it.
+func testClaimOnce(t *testing.T, open opener) {
+	s, clk := open(t, nil)
+	c, ok := s.(cache.Claimer)
+	if !ok {
+		t.Skip("engine does not implement cache.Claimer")
+	}
+	claim := func(key string) bool {
+		t.Helper()
+		got, err := c.Claim(t.Context(), key, 30*time.Second)
+		if err != nil {
+			t.Fatalf("Claim(%q): %v", key, err)
+		}
+		return got
+	}
+	if !claim("ticket-1") {
+		t.Fatal("first claim refused")
+	}
+	if claim("ticket-1") {
+		t.Fatal("second claim of the same key granted")
+	}
+	if !claim("ticket-2") {
+		t.Fatal("another key refused")
+	}
+	// Concurrent claims of one key: exactly one wins.
+	var wins sync.WaitGroup
+	granted := make(chan bool, 16)
+	for range 16 {
+		wins.Go(func() { ok, _ := c.Claim(context.Background(), "race", time.Minute); granted <- ok })
+	}
+	wins.Wait()
+	close(granted)
+	n := 0
+	for ok := range granted {
+		if ok {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d of 16 concurrent claims granted, want 1", n)
+	}
+	clk.Advance(31 * time.Second)
+	if !claim("ticket-1") {
+		t.Fatal("claim refused after its TTL")
+	}
+	if _, err := c.Claim(t.Context(), "", time.Second); !errors.Is(err, cache.ErrInvalid) {
+		t.Fatalf("empty key: %v", err)
 	}
 }

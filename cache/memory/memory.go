@@ -53,6 +53,10 @@ type Store struct {
 	bytes    atomic.Int64 // accounted bytes, compared with opts.MaxMemory
 	messages atomic.Int64
 	streams  atomic.Int64
+	expired  atomic.Int64
+	evicted  atomic.Int64
+
+	claims claims
 
 	closed   atomic.Bool
 	done     chan struct{} // closed by Close: stops the janitor, wakes subscribers
@@ -133,6 +137,7 @@ func (s *Store) runJanitor(period time.Duration) {
 // reclaim removes everything that is due in every shard, one shard lock at a time.
 func (s *Store) reclaim() {
 	now := s.now()
+	s.claims.expire(now)
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
@@ -358,6 +363,7 @@ func (s *Store) apply(st *stream, drafts []cache.Draft, run []int, now int64, id
 	}
 	for len(st.msgs) > s.opts.StreamMaxMessages || st.bytes > s.opts.StreamMaxBytes {
 		s.dropOldest(st)
+		s.evicted.Add(1)
 	}
 	return stored
 }
@@ -389,6 +395,7 @@ func (s *Store) expire(st *stream, now int64) {
 	for len(st.msgs) > 0 && st.msgs[0].at+s.ttl <= now {
 		gone = st.msgs[0].at + s.ttl
 		freed += s.dropOldest(st)
+		s.expired.Add(1)
 	}
 	n := 0
 	for n < len(st.keyq) && st.keyq[n].at+s.ttl <= now {
@@ -654,7 +661,10 @@ func (s *Store) Ping(ctx context.Context) error { return s.check(ctx) }
 
 // Stats implements cache.Statser.
 func (s *Store) Stats() cache.Stats {
-	return cache.Stats{Streams: s.streams.Load(), Messages: s.messages.Load(), Bytes: s.bytes.Load()}
+	return cache.Stats{
+		Streams: s.streams.Load(), Messages: s.messages.Load(), Bytes: s.bytes.Load(),
+		Expired: s.expired.Load(), Evicted: s.evicted.Load(), MaxBytes: s.opts.MaxMemory,
+	}
 }
 
 // Close implements cache.Store: it stops the janitor and wakes every subscriber.

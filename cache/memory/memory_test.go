@@ -106,5 +106,8 @@ func TestAccountingReturnsToZero(t *testing.T) {
 		t.Fatalf("Messages = %d, want 26 streams x 5 (count cap)", st.Messages)
 	}
 	clk.Advance(3 * time.Minute)
-	settle(t, func() bool { return s.Stats() == cache.Stats{} })
+	settle(t, func() bool { st := s.Stats(); return st.Streams == 0 && st.Messages == 0 && st.Bytes == 0 })
+	if st := s.Stats(); st.Evicted != 300-26*5 || st.Expired != 26*5 {
+		t.Fatalf("counters %+v: want %d evicted by the count cap and %d expired", st, 300-26*5, 26*5)
+	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"reflect"
 	"strconv"
@@ -21,7 +22,14 @@ const envPrefix = "BRIDGE_"
 // The README's configuration table lists the same variables.
 type Config struct {
 	Addr              string        `env:"ADDR" envDefault:":8080"`
+	InternalAddr      string        `env:"INTERNAL_ADDR"`
 	JWTSecret         string        `env:"JWT_SECRET,unset"`
+	JWTPublicKeyFile  string        `env:"JWT_PUBLIC_KEY_FILE"`
+	JWTJWKSFile       string        `env:"JWT_JWKS_FILE"`
+	JWTAudience       string        `env:"JWT_AUDIENCE"`
+	JWTIssuer         string        `env:"JWT_ISSUER"`
+	JWTLeeway         time.Duration `env:"JWT_LEEWAY" envDefault:"5s"`
+	TicketTTL         time.Duration `env:"TICKET_TTL" envDefault:"30s"`
 	PublishKey        string        `env:"PUBLISH_KEY,unset"`
 	AdminKey          string        `env:"ADMIN_KEY,unset"`
 	Store             string        `env:"STORE" envDefault:"memory"`
@@ -34,7 +42,14 @@ type Config struct {
 	MaxBodyBytes      ByteSize      `env:"MAX_BODY_BYTES" envDefault:"16MiB"`
 	LongPollMax       time.Duration `env:"LONGPOLL_MAX" envDefault:"30s"`
 	Heartbeat         time.Duration `env:"HEARTBEAT" envDefault:"15s"`
+	WriteTimeout      time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s"`
+	ReadHeaderTimeout time.Duration `env:"READ_HEADER_TIMEOUT" envDefault:"10s"`
+	IdleTimeout       time.Duration `env:"IDLE_TIMEOUT" envDefault:"2m"`
+	MaxConnections    int           `env:"MAX_CONNECTIONS" envDefault:"50000"`
+	MaxConnsPerUser   int           `env:"MAX_CONNECTIONS_PER_USER" envDefault:"16"`
 	ShutdownTimeout   time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
+	DrainDelay        time.Duration `env:"DRAIN_DELAY" envDefault:"1s"`
+	DrainWindow       time.Duration `env:"DRAIN_WINDOW" envDefault:"2s"`
 	LogLevel          zapcore.Level `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat         string        `env:"LOG_FORMAT" envDefault:"json"`
 	CORSOrigins       []string      `env:"CORS_ORIGINS" envSeparator:","`
@@ -99,20 +114,36 @@ func (c *Config) validate() error {
 	}
 	if !c.Demo {
 		var missing []string
-		for _, v := range []struct {
-			name, value string
-			min         int
-		}{{"JWT_SECRET", c.JWTSecret, minJWTSecret}, {"PUBLISH_KEY", c.PublishKey, minKey}, {"ADMIN_KEY", c.AdminKey, minKey}} {
-			switch {
-			case v.value == "":
+		if c.JWTSecret == "" && c.JWTPublicKeyFile == "" && c.JWTJWKSFile == "" {
+			missing = append(missing, "BRIDGE_JWT_SECRET (or BRIDGE_JWT_PUBLIC_KEY_FILE or BRIDGE_JWT_JWKS_FILE)")
+		}
+		for _, v := range []struct{ name, value string }{{"PUBLISH_KEY", c.PublishKey}, {"ADMIN_KEY", c.AdminKey}} {
+			if v.value == "" {
 				missing = append(missing, envPrefix+v.name)
-			case len(v.value) < v.min:
-				bad(v.name, "must be at least %d bytes", v.min)
 			}
 		}
 		if len(missing) > 0 {
 			errs = append(errs, fmt.Errorf("%s must be set (or BRIDGE_DEMO=true to run a demo that mints its own)", strings.Join(missing, ", ")))
 		}
+	}
+	for _, v := range []struct {
+		name, value string
+		min         int
+	}{{"JWT_SECRET", c.JWTSecret, minJWTSecret}, {"PUBLISH_KEY", c.PublishKey, minKey}, {"ADMIN_KEY", c.AdminKey, minKey}} {
+		if v.value != "" && len(v.value) < v.min {
+			bad(v.name, "must be at least %d bytes", v.min)
+		}
+	}
+	if c.DrainDelay < 0 || c.DrainWindow < 0 {
+		bad("DRAIN_DELAY", "and BRIDGE_DRAIN_WINDOW must not be negative")
+	} else if c.DrainDelay+c.DrainWindow >= c.ShutdownTimeout {
+		bad("SHUTDOWN_TIMEOUT", "(%s) must exceed BRIDGE_DRAIN_DELAY + BRIDGE_DRAIN_WINDOW (%s)", c.ShutdownTimeout, c.DrainDelay+c.DrainWindow)
+	}
+	if c.JWTLeeway < 0 || c.JWTLeeway > 5*time.Minute {
+		bad("JWT_LEEWAY", "must be between 0 and 5m")
+	}
+	if _, port, _ := net.SplitHostPort(c.InternalAddr); c.InternalAddr == c.Addr && port != "0" {
+		bad("INTERNAL_ADDR", "must differ from BRIDGE_ADDR")
 	}
 	if c.Store != "memory" {
 		bad("STORE", "unknown store %q; want memory", c.Store)
@@ -126,6 +157,9 @@ func (c *Config) validate() error {
 		{"MAX_MESSAGE_BYTES", int64(c.MaxMessageBytes)}, {"MAX_BATCH", int64(c.MaxBatch)},
 		{"MAX_BODY_BYTES", int64(c.MaxBodyBytes)}, {"LONGPOLL_MAX", int64(c.LongPollMax)},
 		{"HEARTBEAT", int64(c.Heartbeat)}, {"SHUTDOWN_TIMEOUT", int64(c.ShutdownTimeout)},
+		{"WRITE_TIMEOUT", int64(c.WriteTimeout)}, {"READ_HEADER_TIMEOUT", int64(c.ReadHeaderTimeout)},
+		{"IDLE_TIMEOUT", int64(c.IdleTimeout)}, {"TICKET_TTL", int64(c.TicketTTL)},
+		{"MAX_CONNECTIONS", int64(c.MaxConnections)}, {"MAX_CONNECTIONS_PER_USER", int64(c.MaxConnsPerUser)},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {

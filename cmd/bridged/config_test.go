@@ -69,6 +69,12 @@ func TestLoadNamesInvalidVariables(t *testing.T) {
 		{"BRIDGE_CORS_ORIGINS=https://ok.example,app.example/path", "BRIDGE_CORS_ORIGINS"},
 		{"BRIDGE_MAX_MESSAGE_BYTES=2MiB", "BRIDGE_MAX_MESSAGE_BYTES"},
 		{"BRIDGE_JWT_SECRET=short", "BRIDGE_JWT_SECRET"},
+		{"BRIDGE_INTERNAL_ADDR=:8080", "BRIDGE_INTERNAL_ADDR"},
+		{"BRIDGE_JWT_LEEWAY=10m", "BRIDGE_JWT_LEEWAY"},
+		{"BRIDGE_MAX_CONNECTIONS=0", "BRIDGE_MAX_CONNECTIONS"},
+		{"BRIDGE_MAX_CONNECTIONS_PER_USER=-1", "BRIDGE_MAX_CONNECTIONS_PER_USER"},
+		{"BRIDGE_WRITE_TIMEOUT=0s", "BRIDGE_WRITE_TIMEOUT"},
+		{"BRIDGE_READ_HEADER_TIMEOUT=x", "BRIDGE_READ_HEADER_TIMEOUT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.set, func(t *testing.T) {
@@ -114,6 +120,14 @@ func TestByteSize(t *testing.T) {
 		err := b.UnmarshalText([]byte(tt.in))
 		if (err != nil) != tt.bad || !tt.bad && b != tt.want {
 			t.Errorf("ByteSize(%q) = %d, %v", tt.in, b, err)
+		}
+	}
+}
+
+func TestLoadAcceptsAPublicKeyInsteadOfASecret(t *testing.T) {
+	for _, v := range []string{"BRIDGE_JWT_PUBLIC_KEY_FILE=/etc/bridged/jwt.pem", "BRIDGE_JWT_JWKS_FILE=/etc/bridged/jwks.json"} {
+		if _, err := Load(append([]string{v}, secrets[1:]...)); err != nil {
+			t.Errorf("%s without BRIDGE_JWT_SECRET: %v", v, err)
 		}
 	}
 }

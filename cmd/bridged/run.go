@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -29,7 +31,12 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
-	log, err := newLogger(cfg.LogLevel, cfg.LogFormat, logOut)
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	logDropped := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "bridged_log_entries_dropped_total", Help: "Log entries dropped by sampling under load."})
+	registry.MustRegister(logDropped)
+	log, err := newLogger(cfg.LogLevel, cfg.LogFormat, logOut, logDropped.Inc)
 	if err != nil {
 		return err
 	}
@@ -65,82 +72,159 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 	})
 	defer store.Close()
 
+	keys, err := bridge.LoadKeys(bridge.KeySource{
+		HMACSecret:    []byte(cfg.JWTSecret),
+		PublicKeyFile: cfg.JWTPublicKeyFile,
+		JWKSFile:      cfg.JWTJWKSFile,
+	})
+	if err != nil {
+		return fmt.Errorf("BRIDGE_JWT_SECRET/BRIDGE_JWT_PUBLIC_KEY_FILE/BRIDGE_JWT_JWKS_FILE: %w", err)
+	}
 	api, err := bridge.New(bridge.Options{
-		Store:           store,
-		Log:             log,
-		JWTSecret:       []byte(cfg.JWTSecret),
-		PublishKey:      cfg.PublishKey,
-		AdminKey:        cfg.AdminKey,
-		MaxMessageBytes: int(cfg.MaxMessageBytes),
-		MaxBatch:        cfg.MaxBatch,
-		MaxBodyBytes:    int64(cfg.MaxBodyBytes),
-		LongPollMax:     cfg.LongPollMax,
-		Heartbeat:       cfg.Heartbeat,
-		CORSOrigins:     cfg.CORSOrigins,
-		Demo:            demo,
+		Store:                 store,
+		Log:                   log,
+		Keys:                  keys,
+		JWTSecret:             []byte(cfg.JWTSecret),
+		JWTAudience:           cfg.JWTAudience,
+		JWTIssuer:             cfg.JWTIssuer,
+		JWTLeeway:             cfg.JWTLeeway,
+		TicketTTL:             cfg.TicketTTL,
+		PublishKey:            cfg.PublishKey,
+		AdminKey:              cfg.AdminKey,
+		MaxMessageBytes:       int(cfg.MaxMessageBytes),
+		MaxBatch:              cfg.MaxBatch,
+		MaxBodyBytes:          int64(cfg.MaxBodyBytes),
+		LongPollMax:           cfg.LongPollMax,
+		Heartbeat:             cfg.Heartbeat,
+		WriteTimeout:          cfg.WriteTimeout,
+		MaxConnections:        cfg.MaxConnections,
+		MaxConnectionsPerUser: cfg.MaxConnsPerUser,
+		CORSOrigins:           cfg.CORSOrigins,
+		DrainWindow:           cfg.DrainWindow,
+		Registry:              registry,
+		Demo:                  demo,
 	})
 	if err != nil {
 		return err
 	}
 
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("BRIDGE_ADDR: %w", err)
+	// One listener serves everything; with BRIDGE_INTERNAL_ADDR, publishing and the operator
+	// endpoints move to a second one that need not face the internet.
+	type listener struct {
+		name  string // the variable that sets it, for errors and logs
+		addr  string
+		scope bridge.Scope
+		srv   *http.Server
+		ln    net.Listener
 	}
-	srv := &http.Server{
-		Handler:           api,
-		ReadHeaderTimeout: 10 * time.Second,
-		// No WriteTimeout: SSE streams and long-polls live long; the SSE handler sets a deadline
-		// per write instead.
-		IdleTimeout:    2 * time.Minute,
-		MaxHeaderBytes: 64 << 10,
-		ErrorLog:       must(zap.NewStdLogAt(log.With(zap.String("component", "net/http")), zapcore.WarnLevel)),
+	listeners := []*listener{{name: "BRIDGE_ADDR", addr: cfg.Addr, scope: bridge.All}}
+	if cfg.InternalAddr != "" {
+		listeners[0].scope = bridge.Public
+		listeners = append(listeners, &listener{name: "BRIDGE_INTERNAL_ADDR", addr: cfg.InternalAddr, scope: bridge.Internal})
+	}
+	for _, l := range listeners {
+		if l.ln, err = net.Listen("tcp", l.addr); err != nil {
+			for _, open := range listeners {
+				if open.ln != nil {
+					open.ln.Close()
+				}
+			}
+			return fmt.Errorf("%s: %w", l.name, err)
+		}
+		l.srv = &http.Server{
+			Handler:           api.Handler(l.scope),
+			ReadHeaderTimeout: cfg.ReadHeaderTimeout, // slowloris: headers must arrive in time
+			// No ReadTimeout or WriteTimeout: they would cut SSE streams and long-polls. Publish
+			// bodies get a read deadline and every stream write a write deadline instead.
+			IdleTimeout:    cfg.IdleTimeout,
+			MaxHeaderBytes: 64 << 10,
+			ErrorLog:       must(zap.NewStdLogAt(log.With(zap.String("component", "net/http"), zap.String("listener", l.name)), zapcore.WarnLevel)),
+		}
 	}
 
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("listening", zap.String("addr", ln.Addr().String()), zap.String("store", cfg.Store), zap.Bool("demo", cfg.Demo))
+	serveErr := make(chan error, len(listeners))
+	for _, l := range listeners {
+		go func() { serveErr <- l.srv.Serve(l.ln) }()
+		log.Info("listening", zap.String("listener", l.name), zap.String("addr", l.ln.Addr().String()),
+			zap.String("store", cfg.Store), zap.Bool("demo", cfg.Demo))
+	}
 
 	var workers sync.WaitGroup
 	workCtx, stopWork := context.WithCancel(ctx)
 	defer func() { stopWork(); workers.Wait() }()
+	workers.Go(func() { keys.Watch(workCtx, 5*time.Second, log) })
 	if cfg.Demo {
 		workers.Go(func() { mockPublisher(workCtx, store, log) })
 	}
 
+	pending := len(listeners)
 	select {
 	case err := <-serveErr:
+		pending--
+		stopWork()
+		for _, l := range listeners {
+			l.srv.Close()
+		}
+		for ; pending > 0; pending-- {
+			<-serveErr
+		}
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down", zap.Duration("timeout", cfg.ShutdownTimeout))
-	stopWork()
-	workers.Wait()
+	// A rolling restart, in order: stop being ready and keep serving for BRIDGE_DRAIN_DELAY so
+	// load balancers send new clients elsewhere; then drain: streams end with "event: close"
+	// spread over BRIDGE_DRAIN_WINDOW (so their reconnects do not land on the other nodes at
+	// once) and long-polls answer; then stop accepting and wait for the handlers. Ctrl-C at a
+	// terminal (SIGINT) skips the waiting.
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	// Drain first: /readyz fails and new streams get 503 while the listener still answers, SSE
-	// streams end with "event: close" and long-polls answer; then Shutdown stops accepting and
-	// waits for the handlers.
+	delay := cfg.DrainDelay
+	if errors.Is(context.Cause(ctx), ErrInterrupted) {
+		delay = 0
+		api.SetDrainWindow(0)
+	}
+	log.Info("shutting down", zap.Duration("timeout", cfg.ShutdownTimeout), zap.Duration("drain_delay", delay))
+	api.Unready()
+	select {
+	case <-time.After(delay):
+	case err := <-serveErr:
+		pending--
+		log.Error("listener failed while draining", zap.Error(err))
+	}
+	stopWork()
+	workers.Wait()
 	api.Drain()
-	err = srv.Shutdown(sctx)
-	if errors.Is(err, context.DeadlineExceeded) {
-		srv.Close()
-		err = fmt.Errorf("connections still open after BRIDGE_SHUTDOWN_TIMEOUT (%s): closed them", cfg.ShutdownTimeout)
+	var errs []error
+	for _, l := range listeners {
+		if err := l.srv.Shutdown(sctx); errors.Is(err, context.DeadlineExceeded) {
+			l.srv.Close()
+			errs = append(errs, fmt.Errorf("%s: connections still open after BRIDGE_SHUTDOWN_TIMEOUT (%s): closed them", l.name, cfg.ShutdownTimeout))
+		} else if err != nil {
+			errs = append(errs, err)
+		}
 	}
-	<-serveErr // http.ErrServerClosed
-	if werr := api.Wait(sctx); werr != nil {
-		err = errors.Join(err, fmt.Errorf("WebSocket connections still open after BRIDGE_SHUTDOWN_TIMEOUT (%s)", cfg.ShutdownTimeout))
+	for ; pending > 0; pending-- {
+		<-serveErr // http.ErrServerClosed
 	}
-	err = errors.Join(err, store.Close())
+	if err := api.Wait(sctx); err != nil { // WebSockets, which Shutdown does not track
+		errs = append(errs, fmt.Errorf("WebSocket connections still open after BRIDGE_SHUTDOWN_TIMEOUT (%s)", cfg.ShutdownTimeout))
+	}
+	err = errors.Join(append(errs, store.Close())...)
 	if err == nil {
 		log.Info("stopped")
 	}
 	return err
 }
 
+// ErrInterrupted and ErrTerminated are the causes main gives run's context for SIGINT and SIGTERM.
+var (
+	ErrInterrupted = errors.New("interrupted (SIGINT)")
+	ErrTerminated  = errors.New("terminated (SIGTERM)")
+)
+
 // newLogger builds the zap logger: JSON (sampled, ISO-8601 times) by default, or the console
 // encoder for people reading a terminal.
-func newLogger(level zapcore.Level, format string, out io.Writer) (*zap.Logger, error) {
+func newLogger(level zapcore.Level, format string, out io.Writer, dropped func()) (*zap.Logger, error) {
 	cfg := zap.NewProductionEncoderConfig()
 	cfg.EncodeTime = zapcore.ISO8601TimeEncoder
 	cfg.EncodeDuration = zapcore.StringDurationEncoder
@@ -154,7 +238,11 @@ func newLogger(level zapcore.Level, format string, out io.Writer) (*zap.Logger, 
 	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(out)), zap.NewAtomicLevelAt(level))
 	if format != "console" {
 		// As zap's production config: per message and second, the first 100 then every 100th.
-		core = zapcore.NewSamplerWithOptions(core, time.Second, 100, 100)
+		core = zapcore.NewSamplerWithOptions(core, time.Second, 100, 100, zapcore.SamplerHook(func(_ zapcore.Entry, d zapcore.SamplingDecision) {
+			if d&zapcore.LogDropped != 0 {
+				dropped()
+			}
+		}))
 	}
 	return zap.New(core, zap.AddCaller(), zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(out)))), nil
 }

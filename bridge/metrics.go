@@ -1,0 +1,197 @@
+package bridge
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/bridged/bridged/cache"
+)
+
+// metrics are bridged's Prometheus metrics. Every label has a fixed, small set of values (no user
+// ids, no paths from clients), so the series count does not grow with traffic.
+type metrics struct {
+	registry *prometheus.Registry
+
+	connectionsTotal  *prometheus.CounterVec // transport
+	connectionRefused *prometheus.CounterVec // reason: user_limit, node_limit
+	published         prometheus.Counter
+	publishRequests   *prometheus.CounterVec // outcome
+	publishDuration   prometheus.Histogram
+	delivered         *prometheus.CounterVec // transport
+	deliveryLatency   *prometheus.HistogramVec
+	resets            *prometheus.CounterVec // transport
+	refused           *prometheus.CounterVec // reason
+	longPollOutcomes  *prometheus.CounterVec // outcome
+	authFailures      *prometheus.CounterVec // reason
+	streamEnds        *prometheus.CounterVec // transport, reason
+	rungChanges       *prometheus.CounterVec // direction, from, to, reason
+}
+
+// Bounded label values.
+var (
+	publishOutcomes  = []string{"ok", "bad_request", "too_large", "store_full", "unavailable", "draining", "internal"}
+	longPollOutcomes = []string{"message", "reset", "timeout", "shutdown", "client_gone"}
+	authReasons      = []string{"token_missing", "token_invalid", "token_expired", "ticket_invalid", "ticket_expired", "ticket_used", "key_missing", "key_invalid"}
+	refusedReasons   = []string{"store_full", "too_large", "invalid", "draining", "unavailable"}
+	streamEndReasons = []string{"client_gone", "write_failed", "shutdown", "token_expired", "unavailable"}
+)
+
+func newMetrics(reg *prometheus.Registry, store cache.Store, conns *connLimiter) *metrics {
+	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	m := &metrics{registry: reg}
+
+	m.connectionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bridged_connections_total", Help: "Streams and waiting long-polls accepted, by transport."}, []string{"transport"})
+	m.connectionRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bridged_connections_refused_total", Help: "Streams and long-polls refused by the connection caps (429 user_limit, 503 node_limit)."}, []string{"reason"})
+	m.published = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "bridged_published_messages_total", Help: "Messages acknowledged by POST /v1/publish (idempotent repeats included)."})
+	m.publishRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bridged_publish_requests_total", Help: "POST /v1/publish requests by outcome."}, []string{"outcome"})
+	m.publishDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "bridged_publish_duration_seconds", Help: "Time to handle a publish request, decode to answer.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}})
+	m.delivered = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bridged_delivered_messages_total", Help: "Messages written to clients, by transport."}, []string{"transport"})
+	m.deliveryLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "bridged_delivery_latency_seconds", Help: "From a message being stored to it being written to a client, by transport. Replays of old messages land in the top buckets.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"transport"})
+	m.resets = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bridged_resets_total", Help: "Reset notices sent: a client was told messages after its cursor are gone."}, []string{"transport"})
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bridged_messages_refused_total", Help: "Messages refused at publish, by reason."}, []string{"reason"})
+	m.longPollOutcomes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bridged_longpoll_outcomes_total", Help: "How waiting long-polls ended."}, []string{"outcome"})
+	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bridged_auth_failures_total", Help: "Requests refused for their credentials, by reason."}, []string{"reason"})
+	m.streamEnds = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bridged_stream_ends_total", Help: "Why SSE and WebSocket streams ended."}, []string{"transport", "reason"})
+	m.rungChanges = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bridged_client_rung_changes_total", Help: "Client ladder moves the browser client reported, by direction, rungs and reason."},
+		[]string{"direction", "from", "to", "reason"})
+
+	for _, c := range []prometheus.Collector{m.connectionsTotal, m.connectionRefused, m.published, m.publishRequests,
+		m.publishDuration, m.delivered, m.deliveryLatency, m.resets, m.refused, m.longPollOutcomes, m.authFailures,
+		m.streamEnds, m.rungChanges} {
+		f(c)
+	}
+	// Pre-create the bounded series so dashboards and alerts see zeros, not gaps.
+	for _, t := range transportNames {
+		m.connectionsTotal.WithLabelValues(t)
+		m.delivered.WithLabelValues(t)
+		m.resets.WithLabelValues(t)
+		for _, r := range streamEndReasons {
+			if t != "longpoll" {
+				m.streamEnds.WithLabelValues(t, r)
+			}
+		}
+	}
+	m.resets.WithLabelValues("poll")
+	m.delivered.WithLabelValues("poll")
+	for _, t := range []string{"sse", "longpoll", "poll", "ws"} {
+		m.deliveryLatency.WithLabelValues(t)
+	}
+	for _, o := range publishOutcomes {
+		m.publishRequests.WithLabelValues(o)
+	}
+	for _, o := range longPollOutcomes {
+		m.longPollOutcomes.WithLabelValues(o)
+	}
+	for _, r := range authReasons {
+		m.authFailures.WithLabelValues(r)
+	}
+	for _, r := range refusedReasons {
+		m.refused.WithLabelValues(r)
+	}
+	m.connectionRefused.WithLabelValues("user_limit")
+	m.connectionRefused.WithLabelValues("node_limit")
+
+	// Gauges read at scrape time from where the truth lives.
+	connGauge := prometheus.NewDesc("bridged_connections", "Open SSE/WebSocket streams and waiting long-polls, by transport.", []string{"transport"}, nil)
+	f(collectorFunc{descs: []*prometheus.Desc{connGauge}, collect: func(ch chan<- prometheus.Metric) {
+		for i, t := range transportNames {
+			ch <- prometheus.MustNewConstMetric(connGauge, prometheus.GaugeValue, float64(conns.byTransport[i].Load()), t)
+		}
+	}})
+	if st, ok := store.(cache.Statser); ok {
+		msgs := prometheus.NewDesc("bridged_store_messages", "Messages retained.", nil, nil)
+		bytes := prometheus.NewDesc("bridged_store_bytes", "Bytes accounted against BRIDGE_MAX_MEMORY.", nil, nil)
+		streams := prometheus.NewDesc("bridged_store_streams", "Streams held, empty ones kept for their cursor included.", nil, nil)
+		maxBytes := prometheus.NewDesc("bridged_store_max_bytes", "BRIDGE_MAX_MEMORY.", nil, nil)
+		expired := prometheus.NewDesc("bridged_messages_expired_total", "Messages removed because they outlived BRIDGE_MESSAGE_TTL.", nil, nil)
+		evicted := prometheus.NewDesc("bridged_messages_evicted_total", "Messages removed early by a per-stream cap (readers behind them get a reset).", nil, nil)
+		f(collectorFunc{descs: []*prometheus.Desc{msgs, bytes, streams, maxBytes, expired, evicted}, collect: func(ch chan<- prometheus.Metric) {
+			s := st.Stats()
+			ch <- prometheus.MustNewConstMetric(msgs, prometheus.GaugeValue, float64(s.Messages))
+			ch <- prometheus.MustNewConstMetric(bytes, prometheus.GaugeValue, float64(s.Bytes))
+			ch <- prometheus.MustNewConstMetric(streams, prometheus.GaugeValue, float64(s.Streams))
+			ch <- prometheus.MustNewConstMetric(maxBytes, prometheus.GaugeValue, float64(s.MaxBytes))
+			ch <- prometheus.MustNewConstMetric(expired, prometheus.CounterValue, float64(s.Expired))
+			ch <- prometheus.MustNewConstMetric(evicted, prometheus.CounterValue, float64(s.Evicted))
+		}})
+	}
+	return m
+}
+
+// collectorFunc is a prometheus.Collector from a function, for values read at scrape time.
+type collectorFunc struct {
+	descs   []*prometheus.Desc
+	collect func(chan<- prometheus.Metric)
+}
+
+func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }
+
+func (s *Server) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{ErrorLog: zapErrorLog{s}})
+}
+
+type zapErrorLog struct{ s *Server }
+
+func (z zapErrorLog) Println(v ...any) {
+	z.s.log.Sugar().Warnw("metrics scrape error", "error", v)
+}
+
+// acquire takes a connection slot through the limiter and counts the outcome.
+func (s *Server) acquire(user string, t transport) (func(), error) {
+	release, err := s.conns.acquire(user, t)
+	switch err {
+	case nil:
+		s.metrics.connectionsTotal.WithLabelValues(transportNames[t]).Inc()
+	case errUserConnections:
+		s.metrics.connectionRefused.WithLabelValues("user_limit").Inc()
+	case errOverloaded:
+		s.metrics.connectionRefused.WithLabelValues("node_limit").Inc()
+	}
+	return release, err
+}
+
+// countAuthFailure counts a refused credential by its error code.
+func (s *Server) countAuthFailure(err error) {
+	if e, ok := err.(*apiError); ok && e.Status == http.StatusUnauthorized {
+		s.metrics.authFailures.WithLabelValues(e.Code).Inc() // codes come from a fixed set in auth.go and ticket.go
+	}
+}
+
+// countDelivered counts messages written on transport and how long after being stored.
+func (s *Server) countDelivered(transport string, b *cache.Batch, now time.Time) {
+	if len(b.Messages) == 0 && !b.Reset {
+		return
+	}
+	s.metrics.delivered.WithLabelValues(transport).Add(float64(len(b.Messages)))
+	lat := s.metrics.deliveryLatency.WithLabelValues(transport)
+	for i := range b.Messages {
+		lat.Observe(now.Sub(b.Messages[i].Time).Seconds())
+	}
+	if b.Reset {
+		s.metrics.resets.WithLabelValues(transport).Inc()
+	}
+}
