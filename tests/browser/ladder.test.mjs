@@ -70,6 +70,7 @@ test('down the ladder as the network breaks, back to the top when it heals; ever
   assert.deepEqual(await page.evaluate(() => window.demo.resets), []);
   const st = await stack.stats();
   assert.ok(st.refused > 0 && st.cut > 0, `the proxy refused and cut: ${JSON.stringify(st)}`);
+  assert.ok(st.byPath['/v1/ticket'] > 0, 'SSE and WebSocket URLs carry tickets, not the token');
   await noPageErrors(page);
   await page.close();
 });
