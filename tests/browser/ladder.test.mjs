@@ -32,7 +32,10 @@ test('down the ladder as the network breaks, back to the top when it heals; ever
   await stack.faults({});
   const pub = stack.publisher(user, 250);
   const page = await stack.open(context, { user, appws: '/app/ws', share: '0', ...FAST });
-  const shot = (rung) => page.screenshot({ path: join(OUT, `ladder-${rung}.png`) });
+  const shot = async (rung) => {
+    await new Promise((r) => setTimeout(r, 500)); // let the page's 0.3 s transitions finish
+    await page.screenshot({ path: join(OUT, `ladder-${rung}.png`) });
+  };
 
   await onRung(page, 'ws');
   await waitFor(async () => (await page.evaluate(() => window.demo.received.length)) > 3, 'messages on the top rung');
