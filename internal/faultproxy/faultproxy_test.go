@@ -104,8 +104,15 @@ func TestRefuseUpgradeDropsAndRefuses(t *testing.T) {
 	if _, resp, err := websocket.Dial(t.Context(), wsURL, nil); err == nil || resp == nil || resp.StatusCode != http.StatusBadGateway {
 		t.Fatalf("upgrade through a refusing proxy: %v %v", resp, err)
 	}
-	if s := p.Stats(); s.Refused != 1 || s.Open["ws"] != 0 {
+	if s := p.Stats(); s.Refused != 1 || s.Cut != 1 {
 		t.Fatalf("stats %+v", s)
+	}
+	// The dropped tunnel's handler returns after the client has seen the drop.
+	for deadline := time.Now().Add(10 * time.Second); p.Stats().Open["ws"] != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("a dropped WebSocket is still counted open: %+v", p.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
