@@ -8,17 +8,22 @@ import { join } from 'node:path';
 import { Stack, OUT, onRung, receivedExactly, state, waitFor } from './harness.mjs';
 
 const stack = new Stack();
-let context;
 
-before(async () => {
-  await stack.start();
-  context = await stack.browser.newContext({ viewport: { width: 1400, height: 900 } });
-});
+before(() => stack.start());
+after(() => stack.stop());
 
-after(async () => {
-  await context?.close().catch(() => {});
-  await stack.stop();
-});
+/** A test with a browser context of its own (closed, with its pages, however the test ends) and no faults. */
+function browserTest(name, fn) {
+  test(name, async () => {
+    const context = await stack.browser.newContext({ viewport: { width: 1400, height: 900 } });
+    try {
+      await stack.faults({});
+      await fn(context);
+    } finally {
+      await context.close().catch(() => {});
+    }
+  });
+}
 
 // Client tuning for a test's time scale (the defaults suit real networks: probes from 5 s).
 const FAST = { probeMinMs: '1500', probeMaxMs: '4000', longPollWaitMs: '8000', longPollMinMs: '6000', pollIntervalMs: '500' };
@@ -27,9 +32,8 @@ async function noPageErrors(page) {
   assert.deepEqual(page.errors ?? [], [], 'the page threw');
 }
 
-test('down the ladder as the network breaks, back to the top when it heals; every message once, in order', async () => {
+browserTest('down the ladder as the network breaks, back to the top when it heals; every message once, in order', async (context) => {
   const user = 'ladder';
-  await stack.faults({});
   const pub = stack.publisher(user, 250);
   const page = await stack.open(context, { user, appws: '/app/ws', share: '0', ...FAST });
   const shot = async (rung) => {
@@ -68,7 +72,7 @@ test('down the ladder as the network breaks, back to the top when it heals; ever
   assert.deepEqual(moves.slice(-3), ['up longpoll probe_delivered', 'up sse probe_delivered', 'up ws probe_delivered'], 'climbed one rung at a time');
 
   const ids = await pub.stop();
-  assert.ok(ids.length > 30, `published ${ids.length}`);
+  assert.ok(ids.length >= 10, `published ${ids.length}`);
   assert.deepEqual(await receivedExactly(page, ids), ids);
   assert.deepEqual(await page.evaluate(() => window.demo.resets), []);
   const st = await stack.stats();
@@ -78,9 +82,8 @@ test('down the ladder as the network breaks, back to the top when it heals; ever
   await page.close();
 });
 
-test('a token that expires mid-stream is refreshed, and nothing is lost', async () => {
+browserTest('a token that expires mid-stream is refreshed, and nothing is lost', async (context) => {
   const user = 'expiring';
-  await stack.faults({});
   const pub = stack.publisher(user, 200);
   // bridged's own /v1/ws as the top rung; every token lives 5 s, and bridged ends a stream
   // whose token expires (4001), so this page runs through several.
@@ -96,9 +99,8 @@ test('a token that expires mid-stream is refreshed, and nothing is lost', async 
   await page.close();
 });
 
-test('tabs of one origin share one connection, and another tab takes over when the leader closes', async () => {
+browserTest('tabs of one origin share one connection, and another tab takes over when the leader closes', async (context) => {
   const user = 'tabs';
-  await stack.faults({});
   const open = (s) => (s.open.ws ?? 0) + (s.open.sse ?? 0) + (s.open.longpoll ?? 0);
   await waitFor(async () => open(await stack.stats()) === 0, 'the earlier pages\' connections to end');
   const pub = stack.publisher(user, 200);
@@ -130,9 +132,8 @@ test('tabs of one origin share one connection, and another tab takes over when t
   }
 });
 
-test('the long-poll wait shrinks after early cuts and grows back when they stop', async () => {
+browserTest('the long-poll wait shrinks after early cuts and grows back when they stop', async (context) => {
   const user = 'longpoll';
-  await stack.faults({});
   const pub = stack.publisher(user, 10000);
   const page = await stack.open(context, { user, rungs: 'longpoll,poll', share: '0', ...FAST, longPollWaitMs: '8000', longPollMinMs: '1000' });
   await onRung(page, 'longpoll');
