@@ -48,10 +48,11 @@ func TestChurn(t *testing.T) {
 		c := &churnClient{n: i, user: i % users, userName: userName(i % users), sse: i%2 == 0, pubDone: pubDone, published: published}
 		cs[i] = c
 		tok := userToken(t, c.userName)
+		pick := func() *daemon { return d }
 		if c.sse {
-			wg.Go(func() { c.runSSE(ctx, d, tok) })
+			wg.Go(func() { c.runSSE(ctx, pick, tok) })
 		} else {
-			wg.Go(func() { c.runLongPoll(ctx, d, tok) })
+			wg.Go(func() { c.runLongPoll(ctx, pick, tok) })
 		}
 	}
 
@@ -216,12 +217,19 @@ func (c *churnClient) record(m message) {
 }
 
 // runSSE reads with r3labs' Client, cancelling each connection after a random lifetime and
-// resuming with Last-Event-ID set to the last message it handled.
-func (c *churnClient) runSSE(ctx context.Context, d *daemon, tok string) {
+// resuming with Last-Event-ID set to the last message it handled, each time on the node pick
+// returns.
+func (c *churnClient) runSSE(ctx context.Context, pick func() *daemon, tok string) {
 	for ctx.Err() == nil && !c.done() {
 		cctx, ccancel := context.WithTimeout(ctx, time.Duration(20+rand.N(400))*time.Millisecond)
 		c.connects++
-		err := d.subscribe(cctx, tok, c.last, nil, func(e *sse.Event) {
+		err := pick().subscribe(cctx, tok, c.last, nil, func(e *sse.Event) {
+			if cctx.Err() != nil {
+				// Our own disconnect may cut a frame; r3labs' reader hands the cut bytes over as
+				// an event (bufio.Scanner splits at any read error as at EOF). Whatever arrives
+				// now is read again on the next connection, from c.last.
+				return
+			}
 			switch string(e.Event) {
 			case "hello", "ping":
 				return
@@ -247,9 +255,10 @@ func (c *churnClient) runSSE(ctx context.Context, d *daemon, tok string) {
 	}
 }
 
-// runLongPoll long-polls in a loop; about a third of its requests are abandoned after a random
-// delay, closing the connection, whether or not an answer was on its way.
-func (c *churnClient) runLongPoll(ctx context.Context, d *daemon, tok string) {
+// runLongPoll long-polls in a loop, each request on the node pick returns; about a third of its
+// requests are abandoned after a random delay, closing the connection, whether or not an answer
+// was on its way.
+func (c *churnClient) runLongPoll(ctx context.Context, pick func() *daemon, tok string) {
 	cursor := ""
 	for ctx.Err() == nil && !c.done() {
 		life := requestTimeout
@@ -272,7 +281,7 @@ func (c *churnClient) runLongPoll(ctx context.Context, d *daemon, tok string) {
 		}
 		c.connects++
 		q := url.Values{"cursor": {cursor}, "wait": {"5s"}}
-		r, err := d.tryDo(rctx, "GET", "/v1/poll?"+q.Encode(), tok, nil, nil)
+		r, err := pick().tryDo(rctx, "GET", "/v1/poll?"+q.Encode(), tok, nil, nil)
 		abandoned := rctx.Err() != nil
 		rcancel()
 		switch {

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/bridged/bridged/internal/redistest"
 )
 
 // TestRollingRestart: on SIGTERM a node first stops being ready while it keeps serving (so a load
@@ -69,6 +71,46 @@ func TestRollingRestart(t *testing.T) {
 		t.Fatalf("after the move got %+v", got)
 	}
 
+	if code, killed := a.stop(); code != 0 || killed {
+		t.Fatalf("draining node exited with %d (killed %v)", code, killed)
+	}
+}
+
+// TestRollingRestartOnRedis: the same restart with the nodes sharing a Redis. The client moves
+// from the draining node to the other with its last id and gets exactly what followed: no reset,
+// nothing lost, nothing repeated, including what was published while it moved.
+func TestRollingRestartOnRedis(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	nodes := startNodes(t, srv, 2, map[string]string{"BRIDGE_DRAIN_DELAY": "1s", "BRIDGE_DRAIN_WINDOW": "1s"})
+	a, b := nodes[0], nodes[1]
+	tok := userToken(t, "alice")
+
+	first := a.publish(t, `{"user":"alice","data":"before"}`)[0]
+	s := a.openSSE(t, sseRequest{token: tok})
+	s.hello(t)
+	if got := s.messages(t, 1); got[0].ID != first {
+		t.Fatalf("got %+v", got)
+	}
+	a.sigterm()
+	for {
+		f := s.mustNext(t)
+		if f.Event == "close" {
+			break
+		}
+		if f.Event != "ping" {
+			t.Fatalf("got %+v before close", f)
+		}
+	}
+	// Published through the surviving node while the client is between nodes.
+	missed := b.publish(t, `{"messages":[{"user":"alice","data":"m1"},{"user":"alice","data":"m2"}]}`)
+
+	moved := b.openSSE(t, sseRequest{token: tok, lastEventID: first})
+	moved.hello(t)
+	got := moved.messages(t, 2)
+	if got[0].ID != missed[0] || got[1].ID != missed[1] {
+		t.Fatalf("after the move got %+v, want %v with no reset", got, missed)
+	}
 	if code, killed := a.stop(); code != 0 || killed {
 		t.Fatalf("draining node exited with %d (killed %v)", code, killed)
 	}

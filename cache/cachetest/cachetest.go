@@ -17,7 +17,9 @@ import (
 )
 
 // Factory returns a new, empty store configured by o for one subtest and arranges for it to be
-// closed when t ends. Engines with a shared backend give each call its own namespace.
+// closed when t ends. Engines with a shared backend give each call its own namespace. An engine
+// whose memory cap is enforced by its backend rather than by Options.MaxMemory (Redis's
+// maxmemory) gives a subtest that sets MaxMemory a backend of its own with that cap.
 type Factory func(t *testing.T, o cache.Options) cache.Store
 
 // Clock is a settable clock for Options.Now. It is safe for concurrent use.

@@ -33,6 +33,9 @@ type Config struct {
 	PublishKey        string        `env:"PUBLISH_KEY,unset"`
 	AdminKey          string        `env:"ADMIN_KEY,unset"`
 	Store             string        `env:"STORE" envDefault:"memory"`
+	RedisURL          string        `env:"REDIS_URL,unset"` // may hold a password: cleared from the environment once read
+	RedisPrefix       string        `env:"REDIS_PREFIX" envDefault:"bridged:"`
+	RedisTimeout      time.Duration `env:"REDIS_TIMEOUT" envDefault:"2s"`
 	MessageTTL        time.Duration `env:"MESSAGE_TTL" envDefault:"2m"`
 	StreamMaxMessages int           `env:"STREAM_MAX_MESSAGES" envDefault:"1000"`
 	StreamMaxBytes    ByteSize      `env:"STREAM_MAX_BYTES" envDefault:"1MiB"`
@@ -145,8 +148,21 @@ func (c *Config) validate() error {
 	if _, port, _ := net.SplitHostPort(c.InternalAddr); c.InternalAddr == c.Addr && port != "0" {
 		bad("INTERNAL_ADDR", "must differ from BRIDGE_ADDR")
 	}
-	if c.Store != "memory" {
-		bad("STORE", "unknown store %q; want memory", c.Store)
+	switch c.Store {
+	case "memory":
+	case "redis":
+		switch u, err := url.Parse(c.RedisURL); {
+		case c.RedisURL == "":
+			bad("REDIS_URL", "must be set when BRIDGE_STORE=redis (redis://[user:password@]host:port[/db])")
+		case err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix"):
+			// Never repeat the value: it may carry a password.
+			bad("REDIS_URL", "is not a redis://, rediss:// or unix:// URL")
+		}
+		if strings.ContainsAny(c.RedisPrefix, "{}") {
+			bad("REDIS_PREFIX", "must not contain { or }: they would become the Redis Cluster hash tag")
+		}
+	default:
+		bad("STORE", "unknown store %q; want memory or redis", c.Store)
 	}
 	positive := []struct {
 		name string
@@ -157,6 +173,7 @@ func (c *Config) validate() error {
 		{"MAX_MESSAGE_BYTES", int64(c.MaxMessageBytes)}, {"MAX_BATCH", int64(c.MaxBatch)},
 		{"MAX_BODY_BYTES", int64(c.MaxBodyBytes)}, {"LONGPOLL_MAX", int64(c.LongPollMax)},
 		{"HEARTBEAT", int64(c.Heartbeat)}, {"SHUTDOWN_TIMEOUT", int64(c.ShutdownTimeout)},
+		{"REDIS_TIMEOUT", int64(c.RedisTimeout)},
 		{"WRITE_TIMEOUT", int64(c.WriteTimeout)}, {"READ_HEADER_TIMEOUT", int64(c.ReadHeaderTimeout)},
 		{"IDLE_TIMEOUT", int64(c.IdleTimeout)}, {"TICKET_TTL", int64(c.TicketTTL)},
 		{"MAX_CONNECTIONS", int64(c.MaxConnections)}, {"MAX_CONNECTIONS_PER_USER", int64(c.MaxConnsPerUser)},

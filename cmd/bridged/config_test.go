@@ -124,6 +124,36 @@ func TestByteSize(t *testing.T) {
 	}
 }
 
+func TestLoadRedis(t *testing.T) {
+	cfg, err := Load(append([]string{"BRIDGE_STORE=redis", "BRIDGE_REDIS_URL=redis://:pw@127.0.0.1:6379/2"}, secrets...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.RedisPrefix != "bridged:" || cfg.RedisTimeout != 2*time.Second || cfg.RedisURL == "" {
+		t.Fatalf("redis defaults: %+v", cfg)
+	}
+	tests := []struct {
+		name, want string
+		env        []string
+	}{
+		{"no URL", "BRIDGE_REDIS_URL", []string{"BRIDGE_STORE=redis"}},
+		{"not a URL", "BRIDGE_REDIS_URL", []string{"BRIDGE_STORE=redis", "BRIDGE_REDIS_URL=http://secret-pw@host"}},
+		{"braces in prefix", "BRIDGE_REDIS_PREFIX", []string{"BRIDGE_STORE=redis", "BRIDGE_REDIS_URL=redis://h:1", "BRIDGE_REDIS_PREFIX=a{b}"}},
+		{"zero timeout", "BRIDGE_REDIS_TIMEOUT", []string{"BRIDGE_STORE=redis", "BRIDGE_REDIS_URL=redis://h:1", "BRIDGE_REDIS_TIMEOUT=0s"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(append(tt.env, secrets...))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Load: %v, want an error naming %s", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "secret-pw") {
+				t.Fatalf("the error repeats the URL, which may hold a password: %v", err)
+			}
+		})
+	}
+}
+
 func TestLoadAcceptsAPublicKeyInsteadOfASecret(t *testing.T) {
 	for _, v := range []string{"BRIDGE_JWT_PUBLIC_KEY_FILE=/etc/bridged/jwt.pem", "BRIDGE_JWT_JWKS_FILE=/etc/bridged/jwks.json"} {
 		if _, err := Load(append([]string{v}, secrets[1:]...)); err != nil {

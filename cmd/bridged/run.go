@@ -19,6 +19,7 @@ import (
 	"github.com/bridged/bridged/bridge"
 	"github.com/bridged/bridged/cache"
 	"github.com/bridged/bridged/cache/memory"
+	"github.com/bridged/bridged/cache/redis"
 )
 
 // demoUsers are the users the demo's mock publisher writes to.
@@ -63,13 +64,10 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 			zap.String("why", why), zap.Strings("demo_users", demoUsers))
 	}
 
-	store := memory.New(cache.Options{
-		TTL:               cfg.MessageTTL,
-		StreamMaxMessages: cfg.StreamMaxMessages,
-		StreamMaxBytes:    int64(cfg.StreamMaxBytes),
-		MaxMessageBytes:   int(cfg.MaxMessageBytes),
-		MaxMemory:         int64(cfg.MaxMemory),
-	})
+	store, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
 	defer store.Close()
 
 	keys, err := bridge.LoadKeys(bridge.KeySource{
@@ -214,6 +212,38 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 		log.Info("stopped")
 	}
 	return err
+}
+
+// openStore builds the engine BRIDGE_STORE names.
+func openStore(ctx context.Context, cfg Config, log *zap.Logger) (cache.Store, error) {
+	o := cache.Options{
+		TTL:               cfg.MessageTTL,
+		StreamMaxMessages: cfg.StreamMaxMessages,
+		StreamMaxBytes:    int64(cfg.StreamMaxBytes),
+		MaxMessageBytes:   int(cfg.MaxMessageBytes),
+		MaxMemory:         int64(cfg.MaxMemory),
+	}
+	if cfg.Store != "redis" {
+		return memory.New(o), nil
+	}
+	o.Prefix = cfg.RedisPrefix
+	redis.RouteLibraryLog(log.With(zap.String("component", "go-redis")))
+	s, err := redis.New(o, redis.Config{URL: cfg.RedisURL, Timeout: cfg.RedisTimeout, Log: log.With(zap.String("component", "redis"))})
+	if err != nil {
+		return nil, fmt.Errorf("BRIDGE_REDIS_URL: %w", err)
+	}
+	// Say what in the server's settings breaks bridged's promises; Redis may also be down still,
+	// which /readyz reports until it is up.
+	cctx, cancel := context.WithTimeout(ctx, cfg.RedisTimeout)
+	defer cancel()
+	if warnings, err := s.CheckServer(cctx); err != nil {
+		log.Warn("could not read the Redis server's settings; check them by hand (docs/redis.md)", zap.Error(err))
+	} else {
+		for _, w := range warnings {
+			log.Warn("redis setting", zap.String("problem", w))
+		}
+	}
+	return s, nil
 }
 
 // ErrInterrupted and ErrTerminated are the causes main gives run's context for SIGINT and SIGTERM.
