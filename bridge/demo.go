@@ -22,17 +22,27 @@ func (s *Server) demoPage(w http.ResponseWriter, r *http.Request) {
 	http.ServeFileFS(w, r, static.FS, "index.html")
 }
 
-// demoToken handles GET /demo/token?user=U, demo mode only: a subscriber token for any user, the
-// job the app's own login does in production.
+// demoToken handles GET /demo/token?user=U[&ttl=D], demo mode only: a subscriber token for any
+// user, the job the app's own login does in production. ttl (a duration, 5s to 1h, default 1h)
+// lets the page show a token expiring mid-stream and being refreshed.
 func (s *Server) demoToken(w http.ResponseWriter, r *http.Request) error {
-	user := r.URL.Query().Get("user")
+	q := r.URL.Query()
+	user := q.Get("user")
 	if err := validUser(user); err != nil {
 		return err
 	}
 	if len(s.opts.JWTSecret) == 0 {
 		return errorf(http.StatusNotImplemented, "demo_no_secret", "the demo signs tokens with BRIDGE_JWT_SECRET, which is not set")
 	}
-	exp := time.Now().Add(demoTokenTTL)
+	ttl := demoTokenTTL
+	if v := q.Get("ttl"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 5*time.Second || d > demoTokenTTL {
+			return badRequest("bad_ttl", "ttl must be a duration from 5s to 1h")
+		}
+		ttl = d
+	}
+	exp := time.Now().Add(ttl)
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
 		Subject:   user,
 		IssuedAt:  jwt.NewNumericDate(time.Now()),

@@ -32,6 +32,9 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 		transport = "longpoll"
 	}
 	setTransport(r, transport)
+	if s.faults.active(faultPoll) {
+		return errDemoFault
+	}
 	user := subscriberFrom(r.Context()).user
 
 	b, err := s.store.ReadAfter(r.Context(), user, c, pollLimit+1)
@@ -53,6 +56,8 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("subscribe: %w", err)
 	}
 	defer sub.Close()
+	cut, stop := s.faults.watch(r.Context(), faultLongPoll)
+	defer stop()
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
@@ -75,7 +80,10 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 			s.metrics.longPollOutcomes.WithLabelValues("shutdown").Inc()
 			s.writeBatch(w, transport, b)
 			return nil
-		case <-r.Context().Done():
+		case <-cut.Done():
+			if r.Context().Err() == nil {
+				return errDemoCut // as a gateway that times out before the answer says
+			}
 			s.metrics.longPollOutcomes.WithLabelValues("client_gone").Inc()
 			return nil // the client left; nothing to answer
 		}

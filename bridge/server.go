@@ -125,6 +125,12 @@ type Server struct {
 	drainOnce sync.Once
 	unready   atomic.Bool  // set by Unready or Drain: /readyz fails
 	window    atomic.Int64 // DrainWindow in nanoseconds; SetDrainWindow changes it
+
+	faults       *faults // demo mode's fault switchboard; nil otherwise
+	wsOrigins    []string
+	wsAnyOrigin  bool
+	wsConns      sync.WaitGroup // WebSocket handlers, which net/http stops tracking once hijacked
+	clientEvents clientEventCounts
 }
 
 // New returns a Server for o, or an error naming the missing required option.
@@ -173,6 +179,10 @@ func New(o Options) (*Server, error) {
 		drain:      make(chan struct{}),
 	}
 	s.window.Store(int64(o.DrainWindow))
+	s.wsOrigins, s.wsAnyOrigin = wsOriginPatterns(o.CORSOrigins)
+	if o.Demo != nil {
+		s.faults = newFaults()
+	}
 	s.claimer, _ = o.Store.(cache.Claimer)
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
@@ -225,6 +235,20 @@ func (s *Server) drainDelay() time.Duration {
 	return 0
 }
 
+// Wait blocks until every WebSocket handler has returned, or ctx ends. Call it after Drain and
+// http.Server.Shutdown, which does not wait for hijacked connections, so their close frames go
+// out before the process exits.
+func (s *Server) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { s.wsConns.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err() // the goroutine above ends when the last handler does
+	}
+}
+
 // Unready makes /readyz fail while everything else keeps working: the first step of a rolling
 // restart, so load balancers stop sending new clients before Drain moves the open ones.
 func (s *Server) Unready() { s.unready.Store(true) }
@@ -260,12 +284,16 @@ func (s *Server) routes(scope Scope) http.Handler {
 	if public {
 		handle("GET", "/v1/poll", s.subscriberOnly(tokenOnly, s.poll))
 		handle("GET", "/v1/sse", s.subscriberOnly(tokenOrTicket, s.sse))
+		handle("GET", "/v1/ws", s.subscriberOnly(tokenOrTicket, s.ws))
+		handle("POST", "/v1/client-events", s.subscriberOnly(tokenOnly, s.clientEvent))
 		handle("POST", "/v1/ticket", s.subscriberOnly(tokenHeaderOnly, s.issueTicket))
 		mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static.FS)))
 		if s.opts.Demo != nil {
 			mux.Handle("GET /{$}", http.HandlerFunc(s.demoPage))
 			mux.Handle("GET /demo/token", s.api(s.demoToken))
 			mux.Handle("GET /demo/info", s.api(s.demoInfo))
+			mux.Handle("GET /demo/faults", s.api(s.demoFaults))
+			mux.Handle("POST /demo/faults", s.api(s.demoFaults))
 		}
 	}
 	handle("GET", "/healthz", s.healthz)

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,9 +14,6 @@ import (
 	"github.com/bridged/bridged/cache"
 )
 
-// sseBatch is how many messages one read takes before they are written and flushed together.
-const sseBatch = 256
-
 // sse handles GET /v1/sse: a text/event-stream of the subscriber's stream, resumed after the
 // Last-Event-ID header (what a browser sends on reconnect) or else the cursor query parameter.
 //
@@ -25,18 +23,30 @@ const sseBatch = 256
 // "id:"; an "event: ping" every heartbeat while idle; and an "event: close" with a reason before
 // bridged ends the stream (shutdown, token expiry, store failure).
 //
-// This goroutine is the connection's only writer and owns every timer; a slow client falls
-// behind its own cursor and is cut by the write deadline, never holding up a publisher.
+// With plain=1, message frames carry no "event:" line, so EventSource dispatches every one of
+// them as "message" and a client needs no list of the app's event names (each message object in
+// data still names its event). Control frames keep their names.
+//
+// The read loop is serveStream, shared with the WebSocket endpoint.
 func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 	setTransport(r, "sse")
 	ctx := r.Context()
+	q := r.URL.Query()
 	from := r.Header.Get("Last-Event-ID")
 	if from == "" {
-		from = r.URL.Query().Get("cursor")
+		from = q.Get("cursor")
 	}
 	c, err := cache.ParseCursor(from)
 	if err != nil {
 		return badRequest("bad_cursor", "Last-Event-ID or cursor is malformed; send back an id bridged gave you, or none")
+	}
+	plain := false
+	switch q.Get("plain") {
+	case "", "0":
+	case "1":
+		plain = true
+	default:
+		return badRequest("bad_request", "plain must be 1 or 0")
 	}
 	if s.isDraining() {
 		return errDraining
@@ -62,78 +72,21 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.WriteHeader(http.StatusOK)
 
-	out := &sseWriter{w: w, rc: http.NewResponseController(w), timeout: s.opts.WriteTimeout}
+	ctx, stop := s.faults.watch(ctx, faultSSE, faultLongPoll)
+	defer stop()
+	out := &sseWriter{w: w, rc: http.NewResponseController(w), timeout: s.opts.WriteTimeout, retry: s.opts.Retry, plain: plain}
 	defer out.release()
-	out.grab()
-	out.buf = appendSSEField(out.buf, "retry", strconv.AppendInt(nil, s.opts.Retry.Milliseconds(), 10))
-	out.buf = appendSSEField(out.buf, "event", "hello")
-	hello := append([]byte(`{"cursor":"`), c.AppendText(nil)...)
-	hello = append(hello, `","heartbeat":`...)
-	hello = strconv.AppendInt(hello, s.opts.Heartbeat.Milliseconds(), 10)
-	out.buf = appendSSEData(out.buf, append(hello, '}'))
-	out.buf = append(out.buf, '\n')
-	if err := out.flush(); err != nil {
-		return nil // the client is gone before the first byte; nothing to tell
-	}
-
-	heartbeat := time.NewTimer(s.opts.Heartbeat)
-	defer heartbeat.Stop()
-	drain := s.drain           // until the node drains; then nil, and leave fires
-	var leave <-chan time.Time // this stream's moment within the drain window
-	expiry := time.NewTimer(time.Until(who.expires))
-	defer expiry.Stop()
-	log := s.log.With(zap.String("route", "sse"))
-
-	for {
-		changed := sub.Changed()
-		b, err := s.store.ReadAfter(ctx, who.user, c, sseBatch)
-		if err != nil {
-			if ctx.Err() == nil {
-				log.Warn("sse read failed", zap.Error(err))
-				out.close("unavailable")
-			}
-			return nil
-		}
-		if b.Reset {
-			out.reset(b.Start)
-		}
-		for i := range b.Messages {
-			out.message(&b.Messages[i])
-		}
-		c = b.Cursor
-		if len(out.buf) > 0 {
-			if err := out.flush(); err != nil {
-				log.Debug("sse client write failed", zap.Error(err))
-				return nil // a slow or vanished client resumes by cursor
-			}
-			heartbeat.Reset(s.opts.Heartbeat)
-		}
-		if len(b.Messages) == sseBatch {
-			continue // more are waiting; do not block before sending them
-		}
+	if s.faults.holdSSE() {
+		// Demo fault: behave like a proxy that buffers the stream, so the page never sees a frame.
+		out.rc.Flush()
 		select {
-		case <-changed:
-		case <-heartbeat.C:
-			out.ping()
-			if err := out.flush(); err != nil {
-				return nil
-			}
-			heartbeat.Reset(s.opts.Heartbeat)
-		case <-expiry.C:
-			out.close("token_expired")
-			return nil
-		case <-drain:
-			drain = nil // keep delivering until this stream's turn to leave
-			t := time.NewTimer(s.drainDelay())
-			defer t.Stop()
-			leave = t.C
-		case <-leave:
-			out.close("shutdown")
-			return nil
 		case <-ctx.Done():
-			return nil
+		case <-s.drain:
 		}
+		return nil
 	}
+	s.serveStream(ctx, "sse", who, c, sub, out, s.log.With(zap.String("route", "sse")))
+	return nil
 }
 
 // sseWriter batches frames for one connection and writes them with a deadline. Its buffer comes
@@ -142,8 +95,12 @@ type sseWriter struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
+	retry   time.Duration // the reconnect hint sent before hello
+	plain   bool          // message frames without "event:" (the plain query parameter)
 	buf     []byte
 }
+
+var _ frameWriter = (*sseWriter)(nil)
 
 var ssePool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
@@ -165,7 +122,9 @@ func (o *sseWriter) message(m *cache.Message) {
 	o.grab()
 	var id [cache.MaxCursorLen]byte
 	o.buf = appendSSEField(o.buf, "id", m.ID.AppendText(id[:0]))
-	o.buf = appendSSEField(o.buf, "event", m.Event)
+	if !o.plain {
+		o.buf = appendSSEField(o.buf, "event", m.Event)
+	}
 	o.buf = append(o.buf, "data: "...)
 	o.buf = appendMessage(o.buf, m)
 	o.buf = append(o.buf, '\n', '\n')
@@ -184,13 +143,27 @@ func (o *sseWriter) reset(start cache.Cursor) {
 	o.buf = append(o.buf, "\"}\n\n"...)
 }
 
-func (o *sseWriter) ping() {
+// hello writes the reconnect hint and the first frame, with the cursor resumed from and the
+// heartbeat interval, so a client can tell a silent stream (a buffering proxy) from a quiet one.
+func (o *sseWriter) hello(c cache.Cursor, heartbeat time.Duration) {
 	o.grab()
-	o.buf = append(o.buf, "event: ping\ndata: {}\n\n"...)
+	o.buf = appendSSEField(o.buf, "retry", strconv.AppendInt(nil, o.retry.Milliseconds(), 10))
+	o.buf = appendSSEField(o.buf, "event", "hello")
+	o.buf = append(o.buf, `data: {"cursor":"`...)
+	o.buf = c.AppendText(o.buf)
+	o.buf = append(o.buf, `","heartbeat":`...)
+	o.buf = strconv.AppendInt(o.buf, heartbeat.Milliseconds(), 10)
+	o.buf = append(o.buf, "}\n\n"...)
 }
 
-// close writes a final frame saying why the stream ends, best effort.
-func (o *sseWriter) close(reason string) {
+func (o *sseWriter) heartbeat(context.Context) error {
+	o.grab()
+	o.buf = append(o.buf, "event: ping\ndata: {}\n\n"...)
+	return o.flush()
+}
+
+// end writes a final frame saying why the stream ends, best effort.
+func (o *sseWriter) end(reason closeReason) {
 	o.grab()
 	o.buf = append(o.buf, "event: close\ndata: {\"reason\":\""...)
 	o.buf = append(o.buf, reason...)

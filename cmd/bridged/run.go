@@ -204,6 +204,9 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 	for ; pending > 0; pending-- {
 		<-serveErr // http.ErrServerClosed
 	}
+	if err := api.Wait(sctx); err != nil { // WebSockets, which Shutdown does not track
+		errs = append(errs, fmt.Errorf("WebSocket connections still open after BRIDGE_SHUTDOWN_TIMEOUT (%s)", cfg.ShutdownTimeout))
+	}
 	err = errors.Join(append(errs, store.Close())...)
 	if err == nil {
 		log.Info("stopped")
