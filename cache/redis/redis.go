@@ -100,6 +100,8 @@ type Store struct {
 	lastSweep atomic.Int64 // store clock, unix ns, of the last sweep
 	sweeping  atomic.Bool
 
+	stats stats
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 }
@@ -107,6 +109,7 @@ type Store struct {
 var (
 	_ cache.Store   = (*Store)(nil)
 	_ cache.Claimer = (*Store)(nil)
+	_ cache.Statser = (*Store)(nil)
 )
 
 // New returns a Store on the Redis server cfg.URL names, configured by o (zero fields take the
@@ -305,7 +308,7 @@ func (s *Store) appendOnce(ctx context.Context, drafts []cache.Draft, groups [][
 		if err != nil {
 			return err
 		}
-		return setIDs(res, groups[0], ids)
+		return s.takeAppend(res, groups[0], ids)
 	}
 	cmds, err := s.evalTx(ctx, scriptAppend, len(groups), func(i int) ([]string, []any) {
 		return s.appendArgs(drafts, groups[i], now)
@@ -313,16 +316,18 @@ func (s *Store) appendOnce(ctx context.Context, drafts []cache.Draft, groups [][
 	if err != nil {
 		return err
 	}
+	// Every script of the transaction ran, so each one's removals count even if another failed.
+	var first error
 	for g, cmd := range cmds {
 		res, err := cmd.Slice()
-		if err != nil {
-			return err
+		if err == nil {
+			err = s.takeAppend(res, groups[g], ids)
 		}
-		if err := setIDs(res, groups[g], ids); err != nil {
-			return err
+		if first == nil {
+			first = err
 		}
 	}
-	return nil
+	return first
 }
 
 // evalTx runs script n times in one MULTI/EXEC, with the keys and arguments args(i) gives the
@@ -358,11 +363,19 @@ func (s *Store) evalTx(ctx context.Context, script *goredis.Script, n int, args 
 	return cmds, nil
 }
 
-// setIDs reads an append script's reply, {epoch, seq per draft}, into ids.
-func setIDs(res []any, group []int, ids []cache.Cursor) error {
-	if len(res) != 1+len(group) {
+// takeAppend reads an append script's reply, {epoch, seq per draft, expired, evicted}: the ids
+// into ids, and the messages the script removed into the store's counters.
+func (s *Store) takeAppend(res []any, group []int, ids []cache.Cursor) error {
+	if len(res) != 3+len(group) {
 		return fmt.Errorf("append script returned %d values for %d drafts", len(res), len(group))
 	}
+	expired, ok1 := res[len(res)-2].(int64)
+	evicted, ok2 := res[len(res)-1].(int64)
+	if !ok1 || !ok2 || expired < 0 || evicted < 0 {
+		return fmt.Errorf("append script returned removal counts %v %v", res[len(res)-2], res[len(res)-1])
+	}
+	s.stats.expired.Add(expired)
+	s.stats.evicted.Add(evicted)
 	epoch, err := parseEpoch(res[0])
 	if err != nil {
 		return err
@@ -386,8 +399,9 @@ func parseEpoch(v any) (uint64, error) {
 	return e, nil
 }
 
-// reclaim trims what has expired from streams, in one pipelined round trip per 256 streams. The
-// script is allowed to run while Redis is out of memory: it only frees.
+// reclaim trims what has expired from streams, in one pipelined round trip per 256 streams, and
+// counts what it removed in Stats.Expired. The script is allowed to run while Redis is out of
+// memory: it only frees.
 func (s *Store) reclaim(ctx context.Context, streams []string) error {
 	now := strconv.FormatInt(s.now(), 10)
 	for part := range slices.Chunk(streams, 256) {
@@ -399,10 +413,18 @@ func (s *Store) reclaim(ctx context.Context, streams []string) error {
 				}
 				return nil
 			})
+			// A pipeline is not a transaction: the scripts that answered did run.
+			var first error
 			for _, c := range cmds {
-				if c.Err() != nil {
-					return c.Err()
+				n, cerr := c.(*goredis.Cmd).Int64()
+				if cerr == nil {
+					s.stats.expired.Add(n)
+				} else if first == nil {
+					first = cerr
 				}
+			}
+			if first != nil {
+				return first
 			}
 			return err
 		}
