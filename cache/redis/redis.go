@@ -42,6 +42,13 @@
 // (at most once per TTL/8) those of every stream.
 // cache.Options.MaxMemory is not used: a Redis shared by many nodes and other users has one cap,
 // set where it is enforced.
+//
+// # Stats
+//
+// Stats never calls Redis (bridged reads it at every scrape). The scripts report how many
+// messages they expired and evicted in their replies, and two background refreshers, stopped by
+// Close, keep the rest: INFO memory every few seconds, a count of the prefix's streams and
+// messages (SCAN and XLEN) every half minute (stats.go).
 package redis
 
 import (
@@ -80,9 +87,19 @@ type Config struct {
 	// Timeout bounds each call to Redis, within the caller's own deadline. Zero means 2s.
 	Timeout time.Duration
 
-	// Log receives the engine's own events: pub/sub connection lost and re-established. Nil
-	// means no logging.
+	// Log receives the engine's own events: pub/sub connection lost and re-established, Stats
+	// figures that could not be refreshed. Nil means no logging.
 	Log *zap.Logger
+
+	// StatsMemoryEvery is how often the engine reads Redis's INFO memory for Stats.Bytes and
+	// Stats.MaxBytes. Zero means 5s; negative turns the reading off (both stay 0).
+	StatsMemoryEvery time.Duration
+
+	// StatsCountEvery is how often the engine counts the streams of its prefix and the messages
+	// they hold for Stats.Streams and Stats.Messages: a SCAN of the keyspace and an XLEN per
+	// stream (docs/redis.md gives the cost). Zero means 30s; negative turns the count off (both
+	// stay 0).
+	StatsCountEvery time.Duration
 }
 
 // Store is the Redis engine. It is safe for concurrent use. Create it with New.
@@ -101,6 +118,12 @@ type Store struct {
 	sweeping  atomic.Bool
 
 	stats stats
+
+	// bg is the context of the engine's own background work (the Stats refreshers), which
+	// outlives every request; Close cancels it and waits for the work in bgWork to end.
+	bg     context.Context
+	stopBg context.CancelFunc
+	bgWork sync.WaitGroup
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -165,6 +188,8 @@ func New(o cache.Options, cfg Config) (*Store, error) {
 		log:     log,
 	}
 	s.hub = newHub(s, max(o.TTL/2, 100*time.Millisecond))
+	s.bg, s.stopBg = context.WithCancel(context.Background())
+	s.startStats(cfg.StatsMemoryEvery, cfg.StatsCountEvery)
 	return s, nil
 }
 
@@ -706,12 +731,15 @@ func (s *Store) Claim(ctx context.Context, key string, ttl time.Duration) (bool,
 	return n == 1, nil
 }
 
-// Close implements cache.Store: it stops the pub/sub connection and the keep-alive, wakes every
-// subscriber and closes the connection pool.
+// Close implements cache.Store: it stops the Stats refreshers, the pub/sub connection and the
+// keep-alive and waits for them (a call to Redis in flight ends within Config.Timeout), wakes
+// every subscriber and closes the connection pool.
 func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
+		s.stopBg()
+		s.bgWork.Wait()
 		s.hub.close()
 		if cerr := s.rdb.Close(); cerr != nil {
 			err = fmt.Errorf("redis close: %s", cerr.Error())
