@@ -117,12 +117,14 @@ func newMetrics(reg *prometheus.Registry, store cache.Store, conns *connLimiter)
 		}
 	}})
 	if st, ok := store.(cache.Statser); ok {
-		msgs := prometheus.NewDesc("bridged_store_messages", "Messages retained.", nil, nil)
-		bytes := prometheus.NewDesc("bridged_store_bytes", "Bytes accounted against BRIDGE_MAX_MEMORY.", nil, nil)
-		streams := prometheus.NewDesc("bridged_store_streams", "Streams held, empty ones kept for their cursor included.", nil, nil)
-		maxBytes := prometheus.NewDesc("bridged_store_max_bytes", "BRIDGE_MAX_MEMORY.", nil, nil)
-		expired := prometheus.NewDesc("bridged_messages_expired_total", "Messages removed because they outlived BRIDGE_MESSAGE_TTL.", nil, nil)
-		evicted := prometheus.NewDesc("bridged_messages_evicted_total", "Messages removed early by a per-stream cap (readers behind them get a reset).", nil, nil)
+		// With the Redis engine the gauges describe the shared Redis, the same on every node (take
+		// max, not sum, across nodes), and the counters this node's share (sum them).
+		msgs := prometheus.NewDesc("bridged_store_messages", "Messages retained. Redis: counted every 30s, the same on every node.", nil, nil)
+		bytes := prometheus.NewDesc("bridged_store_bytes", "Bytes held against bridged_store_max_bytes: memory engine, accounted bytes; Redis, its used_memory (the same on every node).", nil, nil)
+		streams := prometheus.NewDesc("bridged_store_streams", "Streams held, empty ones kept for their cursor included. Redis: counted every 30s, the same on every node.", nil, nil)
+		maxBytes := prometheus.NewDesc("bridged_store_max_bytes", "The cap on bridged_store_bytes: BRIDGE_MAX_MEMORY, or Redis's maxmemory (0 when Redis has none).", nil, nil)
+		expired := prometheus.NewDesc("bridged_messages_expired_total", "Messages this node removed because they outlived BRIDGE_MESSAGE_TTL (Redis: sum over nodes for the cluster).", nil, nil)
+		evicted := prometheus.NewDesc("bridged_messages_evicted_total", "Messages this node removed early by a per-stream cap; readers behind them get a reset (Redis: sum over nodes for the cluster).", nil, nil)
 		f(collectorFunc{descs: []*prometheus.Desc{msgs, bytes, streams, maxBytes, expired, evicted}, collect: func(ch chan<- prometheus.Metric) {
 			s := st.Stats()
 			ch <- prometheus.MustNewConstMetric(msgs, prometheus.GaugeValue, float64(s.Messages))

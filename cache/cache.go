@@ -139,14 +139,17 @@ const (
 	MaxKeyLen    = 256
 )
 
-// Stats is a snapshot of a store's size.
+// Stats is a snapshot of a store's size. The memory engine's figures are exact; an engine whose
+// backend is shared by several nodes reports the backend's sizes as of its last look, the same
+// on every node, and counts in Expired and Evicted only what this store removed (see the
+// engine's Stats).
 type Stats struct {
 	Streams  int64 `json:"streams"`   // streams held, including empty ones kept for their cursor
 	Messages int64 `json:"messages"`  // retained messages
-	Bytes    int64 `json:"bytes"`     // accounted bytes, the figure compared with Options.MaxMemory
+	Bytes    int64 `json:"bytes"`     // bytes held against MaxBytes (memory engine: accounted bytes)
 	Expired  int64 `json:"expired"`   // messages removed for outliving the TTL, since the store opened
 	Evicted  int64 `json:"evicted"`   // messages removed early by a per-stream cap, since the store opened
-	MaxBytes int64 `json:"max_bytes"` // the cap Bytes is held under (Options.MaxMemory)
+	MaxBytes int64 `json:"max_bytes"` // the cap Bytes is held under (memory engine: Options.MaxMemory); 0: none
 }
 
 // Claimer is implemented by stores that can hand out one-time claims, shared by every node that
@@ -158,7 +161,9 @@ type Claimer interface {
 	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
 }
 
-// Statser is implemented by stores that can report their size cheaply.
+// Statser is implemented by stores that can report their size cheaply. Stats must not block
+// (bridged calls it at every metrics scrape): an engine that has to ask a server keeps figures
+// fetched in the background.
 type Statser interface {
 	Stats() Stats
 }

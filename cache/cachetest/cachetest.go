@@ -78,6 +78,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"NotifyLosesNoWakeup", testNotifyLosesNoWakeup},
 		{"CapRefusesNeverDrops", testCapRefusesNeverDrops},
 		{"CapCountsEvictions", testCapCountsEvictions},
+		{"StatsCountRemovals", testStatsCountRemovals},
 		{"TooLargeStoresNothing", testTooLargeStoresNothing},
 		{"InvalidStoresNothing", testInvalidStoresNothing},
 		{"BatchAcrossStreams", testBatchAcrossStreams},
@@ -500,6 +501,42 @@ func testCapCountsEvictions(t *testing.T, open opener) {
 			t.Fatalf("append %d to a capped stream: %v", i, err)
 		}
 	}
+}
+
+func testStatsCountRemovals(t *testing.T, open opener) {
+	// cache.Stats: Expired counts messages removed for the TTL and Evicted those removed by a
+	// per-stream cap, each message once, whoever removes it.
+	s, clk := open(t, func(o *cache.Options) { o.StreamMaxMessages = 3; o.StreamMaxBytes = 10_000 })
+	st, ok := s.(cache.Statser)
+	if !ok {
+		t.Skip("the engine does not implement cache.Statser")
+	}
+	base := st.Stats()
+	want := func(expired, evicted int64, after string) {
+		t.Helper()
+		got := st.Stats()
+		if got.Expired-base.Expired != expired || got.Evicted-base.Evicted != evicted {
+			t.Fatalf("after %s: %d expired, %d evicted; want %d and %d",
+				after, got.Expired-base.Expired, got.Evicted-base.Evicted, expired, evicted)
+		}
+	}
+	mustAppend(t, s, drafts("u", 5, "m")) // the count cap keeps 3
+	want(0, 2, "5 messages on a stream capped at 3")
+	big := bytes.Repeat([]byte("x"), 3000)
+	for range 6 { // the byte cap keeps 3 of these
+		mustAppend(t, s, []cache.Draft{{Stream: "v", Event: "e", Data: big}})
+	}
+	want(0, 5, "6 messages of 3000 bytes on a stream capped at 10000 bytes")
+	key := []cache.Draft{{Stream: "v", Event: "e", Data: big, Key: "k"}}
+	mustAppend(t, s, key)
+	mustAppend(t, s, key) // a repeat stores nothing, so it evicts nothing
+	want(0, 6, "a keyed message and its repeat")
+
+	// Everything retained outlives the TTL; appending to both streams removes it (if the
+	// engine's own janitor has not already), and evicts nothing.
+	clk.Advance(ttl + time.Millisecond)
+	mustAppend(t, s, append(drafts("u", 1, "n"), drafts("v", 1, "n")...))
+	want(6, 6, "the TTL passed and both streams got a message")
 }
 
 func testTooLargeStoresNothing(t *testing.T, open opener) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,10 +21,17 @@ import (
 
 var payload = []byte(`{"text":"a message of about one hundred bytes, typical of a chat line or a notice","n":1}`)
 
+// benchStores opens n stores on one new redis-server, as nodes sharing a prefix, with the Stats
+// refreshers off so that the round trips counted are the benchmark's own.
 func benchStores(b *testing.B, n int, o cache.Options) ([]*redis.Store, *redistest.Server) {
 	b.Helper()
 	srv := redistest.Start(b)
-	return nodes(b, srv, n, o), srv
+	o.Prefix = redistest.UniquePrefix(b)
+	out := make([]*redis.Store, n)
+	for i := range out {
+		out[i] = openWith(b, srv, o, noStats)
+	}
+	return out, srv
 }
 
 func reportRoundTrips(b *testing.B, rt int64, per int, unit string) {
@@ -225,4 +233,69 @@ func BenchmarkPing(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkStatsCount measures one pass of the count behind Stats.Streams and Stats.Messages
+// over a prefix of 100,000 streams of 3 messages each (200,000 keys: a meta hash and a log each),
+// which every node runs every Config.StatsCountEvery: SCAN calls of COUNT 250 and pipelines of 500
+// XLENs. Allocations are the node's; redis-µs/pass is the time Redis itself spent on those SCANs
+// and XLENs, from INFO commandstats.
+func BenchmarkStatsCount(b *testing.B) {
+	const streams = 100_000
+	ss, srv := benchStores(b, 1, cache.Options{})
+	s := ss[0]
+	c := client(b, srv)
+	ctx := context.Background()
+	for i := 0; i < streams; i += 1000 {
+		batch := make([]cache.Draft, 0, 3000)
+		for j := i; j < i+1000; j++ {
+			for range 3 {
+				batch = append(batch, cache.Draft{Stream: fmt.Sprint("user-", j), Event: "message", Data: payload})
+			}
+		}
+		if _, err := s.Append(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := c.ConfigResetStat(ctx).Err(); err != nil {
+		b.Fatal(err)
+	}
+	rt := s.CountRoundTrips()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.CountStreams(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if st := s.Stats(); st.Streams != streams || st.Messages != 3*streams {
+		b.Fatalf("counted %d streams and %d messages, want %d and %d", st.Streams, st.Messages, streams, 3*streams)
+	}
+	reportRoundTrips(b, rt.Load(), 1, "roundtrips/pass")
+	info, err := c.Info(ctx, "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(commandUsec(b, info, "scan")+commandUsec(b, info, "xlen"))/float64(b.N), "redis-µs/pass")
+}
+
+// commandUsec returns the microseconds Redis spent on cmd, from INFO commandstats.
+func commandUsec(tb testing.TB, info, cmd string) int64 {
+	tb.Helper()
+	for line := range strings.SplitSeq(info, "\r\n") {
+		fields, ok := strings.CutPrefix(line, "cmdstat_"+cmd+":")
+		if !ok {
+			continue
+		}
+		for f := range strings.SplitSeq(fields, ",") {
+			if v, ok := strings.CutPrefix(f, "usec="); ok {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					tb.Fatalf("commandstats %s: %q", cmd, line)
+				}
+				return n
+			}
+		}
+	}
+	tb.Fatalf("commandstats has no %s", cmd)
+	return 0
 }

@@ -7,7 +7,8 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 )
 
-// Test hooks: the names a stream uses, the keep-alive on demand, and counts for the benchmarks.
+// Test hooks: the names a stream uses, the keep-alive, reclaim, sweep and stream count on demand,
+// and counts for the benchmarks.
 
 // KeysOf returns the stream's meta, log and idempotency keys.
 func (s *Store) KeysOf(stream string) []string {
@@ -30,6 +31,16 @@ func (s *Store) Touch(ctx context.Context) error {
 	s.hub.mu.RUnlock()
 	return s.touch(ctx, streams)
 }
+
+// Reclaim trims what has expired from streams now, as an append refused for memory does.
+func (s *Store) Reclaim(ctx context.Context, streams []string) error { return s.reclaim(ctx, streams) }
+
+// Sweep reclaims every stream of the store now, as a full Redis makes an append do; it reports
+// whether it ran (at most once per TTL/8 of the store's clock).
+func (s *Store) Sweep(ctx context.Context) bool { return s.sweep(ctx) }
+
+// CountStreams runs the count behind Stats.Streams and Stats.Messages now.
+func (s *Store) CountStreams(ctx context.Context) error { return s.countStreams(ctx) }
 
 // Notifications returns how many pub/sub notifications this store has received.
 func (s *Store) Notifications() int64 { return s.hub.notes.Load() }

@@ -42,6 +42,13 @@
 // (at most once per TTL/8) those of every stream.
 // cache.Options.MaxMemory is not used: a Redis shared by many nodes and other users has one cap,
 // set where it is enforced.
+//
+// # Stats
+//
+// Stats never calls Redis (bridged reads it at every scrape). The scripts report how many
+// messages they expired and evicted in their replies, and two background refreshers, stopped by
+// Close, keep the rest: INFO memory every few seconds, a count of the prefix's streams and
+// messages (SCAN and XLEN) every half minute (stats.go).
 package redis
 
 import (
@@ -80,9 +87,19 @@ type Config struct {
 	// Timeout bounds each call to Redis, within the caller's own deadline. Zero means 2s.
 	Timeout time.Duration
 
-	// Log receives the engine's own events: pub/sub connection lost and re-established. Nil
-	// means no logging.
+	// Log receives the engine's own events: pub/sub connection lost and re-established, Stats
+	// figures that could not be refreshed. Nil means no logging.
 	Log *zap.Logger
+
+	// StatsMemoryEvery is how often the engine reads Redis's INFO memory for Stats.Bytes and
+	// Stats.MaxBytes. Zero means 5s; negative turns the reading off (both stay 0).
+	StatsMemoryEvery time.Duration
+
+	// StatsCountEvery is how often the engine counts the streams of its prefix and the messages
+	// they hold for Stats.Streams and Stats.Messages: a SCAN of the keyspace and an XLEN per
+	// stream (docs/redis.md gives the cost). Zero means 30s; negative turns the count off (both
+	// stay 0).
+	StatsCountEvery time.Duration
 }
 
 // Store is the Redis engine. It is safe for concurrent use. Create it with New.
@@ -100,6 +117,14 @@ type Store struct {
 	lastSweep atomic.Int64 // store clock, unix ns, of the last sweep
 	sweeping  atomic.Bool
 
+	stats stats
+
+	// bg is the context of the engine's own background work (the Stats refreshers), which
+	// outlives every request; Close cancels it and waits for the work in bgWork to end.
+	bg     context.Context
+	stopBg context.CancelFunc
+	bgWork sync.WaitGroup
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 }
@@ -107,6 +132,7 @@ type Store struct {
 var (
 	_ cache.Store   = (*Store)(nil)
 	_ cache.Claimer = (*Store)(nil)
+	_ cache.Statser = (*Store)(nil)
 )
 
 // New returns a Store on the Redis server cfg.URL names, configured by o (zero fields take the
@@ -162,6 +188,8 @@ func New(o cache.Options, cfg Config) (*Store, error) {
 		log:     log,
 	}
 	s.hub = newHub(s, max(o.TTL/2, 100*time.Millisecond))
+	s.bg, s.stopBg = context.WithCancel(context.Background())
+	s.startStats(cfg.StatsMemoryEvery, cfg.StatsCountEvery)
 	return s, nil
 }
 
@@ -305,7 +333,7 @@ func (s *Store) appendOnce(ctx context.Context, drafts []cache.Draft, groups [][
 		if err != nil {
 			return err
 		}
-		return setIDs(res, groups[0], ids)
+		return s.takeAppend(res, groups[0], ids)
 	}
 	cmds, err := s.evalTx(ctx, scriptAppend, len(groups), func(i int) ([]string, []any) {
 		return s.appendArgs(drafts, groups[i], now)
@@ -313,16 +341,18 @@ func (s *Store) appendOnce(ctx context.Context, drafts []cache.Draft, groups [][
 	if err != nil {
 		return err
 	}
+	// Every script of the transaction ran, so each one's removals count even if another failed.
+	var first error
 	for g, cmd := range cmds {
 		res, err := cmd.Slice()
-		if err != nil {
-			return err
+		if err == nil {
+			err = s.takeAppend(res, groups[g], ids)
 		}
-		if err := setIDs(res, groups[g], ids); err != nil {
-			return err
+		if first == nil {
+			first = err
 		}
 	}
-	return nil
+	return first
 }
 
 // evalTx runs script n times in one MULTI/EXEC, with the keys and arguments args(i) gives the
@@ -358,11 +388,19 @@ func (s *Store) evalTx(ctx context.Context, script *goredis.Script, n int, args 
 	return cmds, nil
 }
 
-// setIDs reads an append script's reply, {epoch, seq per draft}, into ids.
-func setIDs(res []any, group []int, ids []cache.Cursor) error {
-	if len(res) != 1+len(group) {
+// takeAppend reads an append script's reply, {epoch, seq per draft, expired, evicted}: the ids
+// into ids, and the messages the script removed into the store's counters.
+func (s *Store) takeAppend(res []any, group []int, ids []cache.Cursor) error {
+	if len(res) != 3+len(group) {
 		return fmt.Errorf("append script returned %d values for %d drafts", len(res), len(group))
 	}
+	expired, ok1 := res[len(res)-2].(int64)
+	evicted, ok2 := res[len(res)-1].(int64)
+	if !ok1 || !ok2 || expired < 0 || evicted < 0 {
+		return fmt.Errorf("append script returned removal counts %v %v", res[len(res)-2], res[len(res)-1])
+	}
+	s.stats.expired.Add(expired)
+	s.stats.evicted.Add(evicted)
 	epoch, err := parseEpoch(res[0])
 	if err != nil {
 		return err
@@ -386,8 +424,9 @@ func parseEpoch(v any) (uint64, error) {
 	return e, nil
 }
 
-// reclaim trims what has expired from streams, in one pipelined round trip per 256 streams. The
-// script is allowed to run while Redis is out of memory: it only frees.
+// reclaim trims what has expired from streams, in one pipelined round trip per 256 streams, and
+// counts what it removed in Stats.Expired. The script is allowed to run while Redis is out of
+// memory: it only frees.
 func (s *Store) reclaim(ctx context.Context, streams []string) error {
 	now := strconv.FormatInt(s.now(), 10)
 	for part := range slices.Chunk(streams, 256) {
@@ -399,10 +438,18 @@ func (s *Store) reclaim(ctx context.Context, streams []string) error {
 				}
 				return nil
 			})
+			// A pipeline is not a transaction: the scripts that answered did run.
+			var first error
 			for _, c := range cmds {
-				if c.Err() != nil {
-					return c.Err()
+				n, cerr := c.(*goredis.Cmd).Int64()
+				if cerr == nil {
+					s.stats.expired.Add(n)
+				} else if first == nil {
+					first = cerr
 				}
+			}
+			if first != nil {
+				return first
 			}
 			return err
 		}
@@ -704,12 +751,15 @@ func (s *Store) Claim(ctx context.Context, key string, ttl time.Duration) (bool,
 	return n == 1, nil
 }
 
-// Close implements cache.Store: it stops the pub/sub connection and the keep-alive, wakes every
-// subscriber and closes the connection pool.
+// Close implements cache.Store: it stops the Stats refreshers, the pub/sub connection and the
+// keep-alive and waits for them (a call to Redis in flight ends within Config.Timeout), wakes
+// every subscriber and closes the connection pool.
 func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
+		s.stopBg()
+		s.bgWork.Wait()
 		s.hub.close()
 		if cerr := s.rdb.Close(); cerr != nil {
 			err = fmt.Errorf("redis close: %s", cerr.Error())

@@ -1,18 +1,20 @@
 -- append: KEYS h m q; ARGV now, ttl (µs), idle (ms), max count, max bytes, overhead, a fresh
 -- epoch (used only if the stream starts a new life), channel, then (key, event, data) per draft.
--- Returns {epoch, seq per draft}. Expiry, the appends, idempotency, the caps, the key expiry and
--- the notification happen atomically, in this one call.
+-- Returns {epoch, seq per draft, expired, evicted}: the last two count the messages this call
+-- removed for the TTL and for the per-stream caps (they come last so the ids keep their places).
+-- Expiry, the appends, idempotency, the caps, the key expiry and the notification happen
+-- atomically, in this one call.
 local h, m, q = KEYS[1], KEYS[2], KEYS[3]
 local now, ttl, idle = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local maxn, maxb, overhead = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 
 create(h, m, q, ARGV[7])
-local b = expire(h, m, q, now, ttl, overhead)
+local b, expired = expire(h, m, q, now, ttl, overhead)
 local meta = redis.call('HMGET', h, 'e', 'n', 't')
 local epoch, n, at = meta[1], tonumber(meta[2]), math.max(now, tonumber(meta[3]))
 
 local out = {epoch}
-local stored = false
+local stored, evicted = false, 0
 for i = 9, #ARGV, 3 do
   local key, ev, data = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local seen = false
@@ -34,7 +36,7 @@ end
 
 if stored then
   if b > maxb or redis.call('XLEN', m) > maxn then
-    b = dropHead(m, b, overhead, function(len, bytes) return len > maxn or bytes > maxb end)
+    b, evicted = dropHead(m, b, overhead, function(len, bytes) return len > maxn or bytes > maxb end)
   end
   redis.call('HSET', h, 'n', int(n), 't', int(at), 'b', int(b))
   redis.call('PUBLISH', ARGV[8], int(n))
@@ -42,4 +44,6 @@ else
   redis.call('HSET', h, 'b', int(b))
 end
 touch(h, m, q, idle)
+out[#out + 1] = expired
+out[#out + 1] = evicted
 return out

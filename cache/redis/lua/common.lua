@@ -10,7 +10,8 @@ local function seqOf(id) return tonumber(string.match(id, '^(%d+)')) end
 local function cost(f, overhead) return overhead + #f[4] + #f[6] end
 
 -- dropHead removes messages from the head of stream m for as long as drop(len, bytes, fields)
--- says so, and returns the stream's byte count after it. The cost follows what it removes.
+-- says so, and returns the stream's byte count after it and how many messages it removed (as
+-- XTRIM counted them). The cost follows what it removes.
 local function dropHead(m, b, overhead, drop)
   local len = redis.call('XLEN', m)
   local cut, from, more, count = nil, '-', true, 1
@@ -28,14 +29,15 @@ local function dropHead(m, b, overhead, drop)
     end
     if cut then from = '(' .. int(cut) .. '-0' end
   end
-  if cut then redis.call('XTRIM', m, 'MINID', int(cut + 1) .. '-0') end
+  local gone = 0
+  if cut then gone = redis.call('XTRIM', m, 'MINID', int(cut + 1) .. '-0') end
   if len == 0 then b = 0 end
-  return b
+  return b, gone
 end
 
 -- expire removes what is due at now: idempotency keys older than the TTL (the list q holds them
 -- oldest first) and messages older than the TTL (times never decrease along a stream, so they
--- are a prefix). It returns the stream's byte count after it.
+-- are a prefix). It returns the stream's byte count after it and how many messages expired.
 local function expire(h, m, q, now, ttl, overhead)
   while true do
     local x = redis.call('LINDEX', q, 0)
