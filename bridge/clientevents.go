@@ -3,12 +3,11 @@ package bridge
 import (
 	"encoding/json"
 	"net/http"
-	"sync/atomic"
 )
 
 // Clients report their ladder moves (POST /v1/client-events) so operators can see where
 // networks push them: which rung they leave, for which one, and why. The labels come from fixed
-// sets, so the counters stay bounded whatever a client sends.
+// sets, so the counters (bridged_client_rung_changes_total) stay bounded whatever a client sends.
 
 // Rungs of the client's ladder, top first.
 var clientRungs = [...]string{"ws", "sse", "longpoll", "poll"}
@@ -25,36 +24,6 @@ var clientReasons = [...]string{
 }
 
 const reasonProbeDelivered = len(clientReasons) - 1
-
-// clientEventCounts holds one counter per change, from, to and reason.
-type clientEventCounts [2][len(clientRungs)][len(clientRungs)][len(clientReasons)]atomic.Uint64
-
-// ClientEvent is one counter of client ladder moves.
-type ClientEvent struct {
-	Change string // "down" or "up"
-	From   string // the rung left: ws, sse, longpoll or poll
-	To     string // the rung taken
-	Reason string // why (see POST /v1/client-events in the README)
-	Count  uint64
-}
-
-// ClientEvents returns the client ladder moves reported since the server started, one entry
-// per combination seen, ordered by change, from, to and reason. It is safe for concurrent use.
-func (s *Server) ClientEvents() []ClientEvent {
-	var out []ClientEvent
-	for c := range s.clientEvents {
-		for f := range s.clientEvents[c] {
-			for t := range s.clientEvents[c][f] {
-				for r := range s.clientEvents[c][f][t] {
-					if n := s.clientEvents[c][f][t][r].Load(); n > 0 {
-						out = append(out, ClientEvent{Change: [2]string{"down", "up"}[c], From: clientRungs[f], To: clientRungs[t], Reason: clientReasons[r], Count: n})
-					}
-				}
-			}
-		}
-	}
-	return out
-}
 
 func indexOf[T ~string](list []string, v T) int {
 	for i, s := range list {
@@ -85,16 +54,12 @@ func (s *Server) clientEvent(w http.ResponseWriter, r *http.Request) error {
 	if from < 0 || to < 0 || reason < 0 {
 		return badRequest("bad_event", "from and to must be ws, sse, longpoll or poll, and reason one of the documented reasons")
 	}
-	var change int
 	switch {
 	case ev.Change == "down" && to > from && reason != reasonProbeDelivered:
-		change = 0
 	case ev.Change == "up" && to < from && reason == reasonProbeDelivered:
-		change = 1
 	default:
 		return badRequest("bad_event", "a step down goes to a lower rung, a step up to a higher one for probe_delivered")
 	}
-	s.clientEvents[change][from][to][reason].Add(1)
 	s.metrics.rungChanges.WithLabelValues(ev.Change, ev.From, ev.To, ev.Reason).Inc() // labels checked above
 	w.WriteHeader(http.StatusNoContent)
 	return nil

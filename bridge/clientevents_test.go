@@ -1,8 +1,9 @@
 package bridge
 
 import (
+	"maps"
 	"net/http"
-	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -20,13 +21,19 @@ func TestClientEventsCountsValidMoves(t *testing.T) {
 			t.Fatalf("%s: %d %s", body, rec.Code, rec.Body)
 		}
 	}
-	want := []ClientEvent{
-		{Change: "down", From: "ws", To: "sse", Reason: "connect_failed", Count: 2},
-		{Change: "down", From: "sse", To: "longpoll", Reason: "silent", Count: 1},
-		{Change: "up", From: "poll", To: "longpoll", Reason: "probe_delivered", Count: 1},
+	got := map[string]float64{}
+	for k, v := range h.scrape() {
+		if strings.HasPrefix(k, "bridged_client_rung_changes_total{") {
+			got[k] = v
+		}
 	}
-	if got := h.srv.ClientEvents(); !slices.Equal(got, want) {
-		t.Fatalf("ClientEvents() = %+v, want %+v", got, want)
+	want := map[string]float64{
+		"bridged_client_rung_changes_total{direction=down,from=ws,reason=connect_failed,to=sse}":       2,
+		"bridged_client_rung_changes_total{direction=down,from=sse,reason=silent,to=longpoll}":         1,
+		"bridged_client_rung_changes_total{direction=up,from=poll,reason=probe_delivered,to=longpoll}": 1,
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("rung change series = %v, want %v", got, want)
 	}
 }
 
@@ -57,8 +64,10 @@ func TestClientEventsRefusesWhatItCannotCount(t *testing.T) {
 			errorCode(t, rec)
 		})
 	}
-	if got := h.srv.ClientEvents(); len(got) != 0 {
-		t.Fatalf("refused reports were counted: %+v", got)
+	for k := range h.scrape() {
+		if strings.HasPrefix(k, "bridged_client_rung_changes_total{") {
+			t.Fatalf("a refused report was counted: %s", k)
+		}
 	}
 	if rec := h.do("GET", "/v1/client-events", tok, ""); rec.Code != http.StatusMethodNotAllowed {
 		t.Fatalf("GET: %d", rec.Code)

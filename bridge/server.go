@@ -126,11 +126,10 @@ type Server struct {
 	unready   atomic.Bool  // set by Unready or Drain: /readyz fails
 	window    atomic.Int64 // DrainWindow in nanoseconds; SetDrainWindow changes it
 
-	faults       *faults // demo mode's fault switchboard; nil otherwise
-	wsOrigins    []string
-	wsAnyOrigin  bool
-	wsConns      sync.WaitGroup // WebSocket handlers, which net/http stops tracking once hijacked
-	clientEvents clientEventCounts
+	faults      *faults // demo mode's fault switchboard; nil otherwise
+	wsOrigins   []string
+	wsAnyOrigin bool
+	wsConns     sync.WaitGroup // WebSocket handlers, which net/http stops tracking once hijacked
 }
 
 // New returns a Server for o, or an error naming the missing required option.
