@@ -88,7 +88,10 @@ type want struct {
 	delivered, lost, dups, ooo, resets, excused, unresolved, recovered, mismatched, premature, backwards, unacked int
 }
 
-func (w want) String() string { return fmt.Sprintf("%+v", struct{ want }{w}) }
+func (w want) String() string {
+	type fields want // without this method, so %+v prints the fields
+	return fmt.Sprintf("%+v", fields(w))
+}
 
 func got(t *tally) want {
 	return want{t.Delivered, t.Lost, t.Dups, t.OutOfOrder, t.Resets, t.Excused, t.Unresolved, t.Recovered,
