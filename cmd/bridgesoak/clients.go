@@ -134,8 +134,6 @@ func (c *client) done(s *soak) bool {
 	}
 }
 
-var errStall = errors.New("stalled")
-
 // --- SSE ---
 
 // runSSE holds an SSE stream on a bare connection, dropping it at random moments and resuming

@@ -92,7 +92,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 		fmt.Fprint(out, usage)
 		fs.PrintDefaults()
 	}
-	c.floodRate, c.floodSize, c.maxMemory = 16<<20, 32<<10, 64<<20
+	c.floodSize, c.maxMemory = 32<<10, 64<<20
 	c.perConn, c.rssBase = defaultPerConn, defaultRSSBase
 
 	fs.BoolVar(&c.short, "short", false, "the CI soak: "+presetText())
@@ -117,7 +117,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 
 	fs.Float64Var(&c.floodStart, "flood-start", 0.3, "the flood starts at this fraction of -duration")
 	fs.Float64Var(&c.floodEnd, "flood-end", 0.55, "and ends at this fraction")
-	fs.Var(&c.floodRate, "flood-rate", "flood bytes per second (e.g. 16MiB)")
+	fs.Var(&c.floodRate, "flood-rate", "flood bytes per second, e.g. 16MiB (default: as fast as the flood workers go, so the cap is reached early on any machine)")
 	fs.Var(&c.floodSize, "flood-size", "data size of one flood message")
 	fs.IntVar(&c.floodUsers, "flood-users", 128, "users the flood writes to (none of them has a client)")
 	fs.IntVar(&c.floodWorkers, "flood-workers", 4, "concurrent flood publishers")
@@ -183,7 +183,7 @@ func (c *config) validate() error {
 	check(c.publishers > 0, "-publishers must be positive")
 	check(c.msgBytes >= 0 && c.msgBytes <= 16<<10, "-msg-bytes: 0 to 16384")
 	check(c.floodStart >= 0 && c.floodEnd >= c.floodStart && c.floodEnd <= 1, "-flood-start and -flood-end: fractions, start <= end")
-	check(c.floodRate > 0 && c.floodSize >= 16 && c.floodSize <= 64<<10, "-flood-rate positive, -flood-size 16 B to 64 KiB")
+	check(c.floodRate >= 0 && c.floodSize >= floodMinSize && c.floodSize <= 64<<10, "-flood-rate not negative, -flood-size 64 B to 64 KiB")
 	check(c.floodUsers > 0 && c.floodWorkers > 0, "-flood-users and -flood-workers must be positive")
 	check(int64(c.floodUsers)<<20 >= int64(c.maxMemory), "-flood-users × 1 MiB (BRIDGE_STREAM_MAX_BYTES) must reach -max-memory, or the flood cannot fill the store")
 	check(c.maxMemory >= 1<<20, "-max-memory: at least 1 MiB")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -309,23 +308,4 @@ func (w *logWatch) summary() (warns map[string]int, last []string, race, panicke
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return maps.Clone(w.warns), slices.Clone(w.lastWarn), w.race, w.panicked, w.lines
-}
-
-// tail returns the last n lines of the log file.
-func tailFile(path string, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	return strings.Join(lines, "\n")
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"math/bits"
 	"strconv"
 	"strings"
 	"sync"
@@ -165,14 +164,6 @@ func (b bitset) clear(i int) {
 	if i>>6 < len(b) {
 		b[i>>6] &^= 1 << (i & 63)
 	}
-}
-
-func (b bitset) count() int {
-	n := 0
-	for _, w := range b {
-		n += bits.OnesCount64(w)
-	}
-	return n
 }
 
 // tally is one client's bookkeeping. It is owned by the client's goroutine, then read by the

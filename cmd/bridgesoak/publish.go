@@ -229,15 +229,18 @@ func (s *soak) runSteady(ctx context.Context, stop <-chan struct{}) error {
 // steady message, so the flood can fill the store closer to the cap than a steady message fits.
 const floodMinSize = 64
 
-// runFlood publishes messages of up to -flood-size to the flood users at -flood-rate between from
-// and until, from -flood-workers goroutines, to drive the store into BRIDGE_MAX_MEMORY and keep it
-// there. After a refusal a worker halves its message size and tries again at once, down to
+// runFlood publishes messages of up to -flood-size to the flood users between from and until,
+// from -flood-workers goroutines, back to back (or at -flood-rate when set), to drive the store
+// into BRIDGE_MAX_MEMORY and keep it there. After a refusal a worker halves its message size and tries again at once, down to
 // floodMinSize, then pauses briefly; after a success it doubles the size again. So the flood also
 // takes the gaps that expiring messages leave, and the steady publisher meets store_full too
 // instead of slipping its small messages into them. Nothing is retried.
 func (s *soak) runFlood(ctx context.Context, from, until time.Time) {
 	w := s.cfg.floodWorkers
-	interval := time.Duration(float64(time.Second) * float64(w) * float64(s.cfg.floodSize) / float64(s.cfg.floodRate))
+	var interval time.Duration // between one worker's publishes; 0: back to back
+	if s.cfg.floodRate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(w) * float64(s.cfg.floodSize) / float64(s.cfg.floodRate))
+	}
 	full := int(s.cfg.floodSize)
 	data := `"` + strings.Repeat("x", full-2) + `"`
 	var seq atomic.Int64

@@ -189,8 +189,12 @@ func (s *soak) report(res result, why []string) {
 	cfg := &s.cfg
 	all, by := s.totals()
 	series := s.series()
-	fmt.Fprintf(out, "\n== bridgesoak: %d SSE + %d long-poll clients over %d users, %s, drops every %s on average (%.0f%% past the TTL), %.0f msg/s steady, flood %.0f%%–%.0f%% of the run at %s/s\n",
-		cfg.sse, cfg.longpoll, cfg.users, cfg.duration, cfg.dropMean, 100*cfg.sleepy, cfg.rate, 100*cfg.floodStart, 100*cfg.floodEnd, formatBytes(int64(cfg.floodRate)))
+	floodRate := "unpaced"
+	if cfg.floodRate > 0 {
+		floodRate = formatBytes(int64(cfg.floodRate)) + "/s"
+	}
+	fmt.Fprintf(out, "\n== bridgesoak: %d SSE + %d long-poll clients over %d users, %s, drops every %s on average (%.0f%% past the TTL), %.0f msg/s steady, flood (%s) %.0f%%–%.0f%% of the run\n",
+		cfg.sse, cfg.longpoll, cfg.users, cfg.duration, cfg.dropMean, 100*cfg.sleepy, cfg.rate, floodRate, 100*cfg.floodStart, 100*cfg.floodEnd)
 	fmt.Fprintf(out, "   bridged: BRIDGE_MAX_MEMORY=%s BRIDGE_MESSAGE_TTL=%s BRIDGE_STREAM_MAX_MESSAGES=%d BRIDGE_HEARTBEAT=%s; seed %d\n\n",
 		formatBytes(int64(cfg.maxMemory)), cfg.ttl, cfg.streamMax, cfg.heartbeat, cfg.seed)
 

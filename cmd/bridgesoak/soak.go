@@ -160,7 +160,10 @@ func newSoak(cfg config, d *daemon, out io.Writer) *soak {
 	}
 	s.lpClient = transport(cfg.longpoll + 16)
 	s.pubClient = transport(cfg.publishers + cfg.floodWorkers + 4)
+	// One connection for every stats request (the sampler's and the settle's), so the baseline and
+	// the final goroutine counts see the same single connection of ours.
 	s.statsClient = transport(1)
+	s.statsClient.Transport.(*http.Transport).MaxConnsPerHost = 1
 	s.statsClient.Timeout = 5 * time.Second
 	s.phase.Store("start")
 	return s
