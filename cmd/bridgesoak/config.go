@@ -116,7 +116,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.IntVar(&c.publishers, "publishers", 16, "steady publisher goroutines (each owns users i mod N)")
 
 	fs.Float64Var(&c.floodStart, "flood-start", 0.3, "the flood starts at this fraction of -duration")
-	fs.Float64Var(&c.floodEnd, "flood-end", 0.55, "and ends at this fraction")
+	fs.Float64Var(&c.floodEnd, "flood-end", 0.55, "and ends at this fraction, or later if the store has refused nothing yet (equal to -flood-start: no flood)")
 	fs.Var(&c.floodRate, "flood-rate", "flood bytes per second, e.g. 16MiB (default: as fast as the flood workers go, so the cap is reached early on any machine)")
 	fs.Var(&c.floodSize, "flood-size", "data size of one flood message")
 	fs.IntVar(&c.floodUsers, "flood-users", 128, "users the flood writes to (none of them has a client)")

@@ -33,7 +33,8 @@ func (s *soak) plot() []byte {
 		tmax = max(tmax, series[len(series)-1].t.Seconds())
 	}
 	x := func(t float64) float64 { return left + t/tmax*plotW }
-	floodFrom, floodUntil := cfg.floodStart*cfg.duration.Seconds(), cfg.floodEnd*cfg.duration.Seconds()
+	from, until := s.floodSpan()
+	floodFrom, floodUntil := from.Seconds(), until.Seconds()
 	drainAt := cfg.duration.Seconds()
 
 	type line struct {

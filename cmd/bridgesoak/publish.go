@@ -225,21 +225,47 @@ func (s *soak) runSteady(ctx context.Context, stop <-chan struct{}) error {
 	return errors.Join(errs...)
 }
 
+// floodHold is how long a flood that reached the cap only after -flood-end keeps at it.
+const floodHold = 3 * time.Second
+
 // floodMinSize is the smallest flood message: with its accounting overhead it is smaller than a
 // steady message, so the flood can fill the store closer to the cap than a steady message fits.
 const floodMinSize = 64
 
-// runFlood publishes messages of up to -flood-size to the flood users between from and until,
-// from -flood-workers goroutines, back to back (or at -flood-rate when set), to drive the store
-// into BRIDGE_MAX_MEMORY and keep it there. After a refusal a worker halves its message size and tries again at once, down to
+// runFlood publishes messages of up to -flood-size to the flood users, from -flood-workers
+// goroutines, back to back (or at -flood-rate when set), to drive the store into
+// BRIDGE_MAX_MEMORY and keep it there: from from until until, and on past until (up to last) if
+// the store has not refused anything yet, then floodHold more, so that a slow machine still tests
+// the cap. After a refusal a worker halves its message size and tries again at once, down to
 // floodMinSize, then pauses briefly; after a success it doubles the size again. So the flood also
 // takes the gaps that expiring messages leave, and the steady publisher meets store_full too
 // instead of slipping its small messages into them. Nothing is retried.
-func (s *soak) runFlood(ctx context.Context, from, until time.Time) {
+func (s *soak) runFlood(ctx context.Context, from, until, last time.Time) {
 	w := s.cfg.floodWorkers
 	var interval time.Duration // between one worker's publishes; 0: back to back
 	if s.cfg.floodRate > 0 {
 		interval = time.Duration(float64(time.Second) * float64(w) * float64(s.cfg.floodSize) / float64(s.cfg.floodRate))
+	}
+	if !sleepUntil(ctx, from) {
+		return
+	}
+	s.floodBegan.Store(int64(time.Since(s.start)))
+	s.phase.CompareAndSwap("ramp", "flood")
+	s.phase.CompareAndSwap("steady", "flood")
+	defer func() {
+		s.floodEnded.Store(int64(time.Since(s.start)))
+		s.phase.CompareAndSwap("flood", "steady")
+	}()
+	more := func() bool {
+		now, full := time.Now(), s.pub.firstFull.Load()
+		switch {
+		case now.Before(until):
+			return true
+		case full == 0:
+			return now.Before(last)
+		default: // late: hold the cap a little, so the steady publisher meets it too
+			return now.Before(time.Unix(0, full).Add(floodHold)) && now.Before(last)
+		}
 	}
 	full := int(s.cfg.floodSize)
 	data := `"` + strings.Repeat("x", full-2) + `"`
@@ -247,13 +273,10 @@ func (s *soak) runFlood(ctx context.Context, from, until time.Time) {
 	var wg sync.WaitGroup
 	for range w {
 		wg.Go(func() {
-			if !sleepUntil(ctx, from.Add(time.Duration(rand.Int64N(int64(interval)+1)))) {
-				return
-			}
-			next := time.Now()
+			next := time.Now().Add(time.Duration(rand.Int64N(int64(interval) + 1)))
 			size := full
 			var body bytes.Buffer
-			for time.Now().Before(until) {
+			for more() {
 				if !sleepUntil(ctx, next) {
 					return
 				}

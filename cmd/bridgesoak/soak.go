@@ -53,6 +53,8 @@ type soak struct {
 	}
 	phase atomic.Value // string
 
+	floodBegan, floodEnded atomic.Int64 // since start, when the flood did run; 0 until then
+
 	mu      sync.Mutex
 	samples []sample
 }
@@ -240,16 +242,12 @@ func (s *soak) run(ctx context.Context) (result, error) {
 	pubWG.Go(func() { res.pubErr = s.runSteady(pubCtx, stopSteady) })
 	floodFrom := s.start.Add(time.Duration(cfg.floodStart * float64(cfg.duration)))
 	floodUntil := s.start.Add(time.Duration(cfg.floodEnd * float64(cfg.duration)))
-	pubWG.Go(func() { s.runFlood(pubCtx, floodFrom, floodUntil) })
+	if floodUntil.After(floodFrom) {
+		pubWG.Go(func() { s.runFlood(pubCtx, floodFrom, floodUntil, s.start.Add(cfg.duration)) })
+	}
 	pubWG.Go(func() {
 		if sleepUntil(pubCtx, s.start.Add(cfg.ramp)) {
-			s.phase.Store("steady")
-		}
-		if sleepUntil(pubCtx, floodFrom) && floodUntil.After(floodFrom) {
-			s.phase.Store("flood")
-		}
-		if sleepUntil(pubCtx, floodUntil) {
-			s.phase.Store("steady")
+			s.phase.CompareAndSwap("ramp", "steady")
 		}
 	})
 

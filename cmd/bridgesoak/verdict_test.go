@@ -13,7 +13,7 @@ func passing() summary {
 		clients: 400, delivered: 12000,
 		baseGoroutines: 7, afterGoroutines: 7, slack: 5,
 		peakRSS: 140 << 20, bound: 185 << 20,
-		storeFull: 400,
+		storeFull: 400, flooded: true,
 	}
 }
 
@@ -41,6 +41,7 @@ func TestVerdict(t *testing.T) {
 		{"RSS at the bound passes", func(s *summary) { s.peakRSS = s.bound }, ""},
 		{"RSS is not judged under -race", func(s *summary) { s.raceBuild, s.peakRSS = true, 10*s.bound }, ""},
 		{"a flood that never hit the cap fails", func(s *summary) { s.storeFull = 0 }, "never drove the store"},
+		{"no flood, no cap to reach", func(s *summary) { s.storeFull, s.flooded = 0, false }, ""},
 		{"a non-zero exit fails", func(s *summary) { s.exitCode = 2 }, "exited with code 2"},
 		{"a kill fails", func(s *summary) { s.killed, s.exitCode = true, -1 }, "did not exit within"},
 		{"a race report fails", func(s *summary) { s.raceReport = true }, "data race"},
