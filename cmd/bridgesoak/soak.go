@@ -192,7 +192,7 @@ func (s *soak) run(ctx context.Context) (result, error) {
 	// Baseline: bridged with no client connection but the sampler's own.
 	s.pubClient.CloseIdleConnections()
 	var err error
-	if res.baseline, res.baselineRSS, err = s.quiet(ctx, 5*time.Second, -1); err != nil {
+	if res.baseline, res.baselineRSS, err = s.quiet(ctx, 5*time.Second, -1, 0); err != nil {
 		return res, err
 	}
 	logf("bridged pid %d at %s: baseline %d goroutines, RSS %s", s.d.pid(), s.d.addr, res.baseline.Goroutines, formatBytes(res.baselineRSS))
@@ -307,7 +307,7 @@ func (s *soak) run(ctx context.Context) (result, error) {
 	// bridged must get back to its baseline: no connection, goroutines within the slack.
 	s.phase.Store("settle")
 	settleStart := time.Now()
-	res.settled, res.settledRSS, err = s.quiet(ctx, cfg.settle, res.baseline.Goroutines+cfg.goroutineSlack)
+	res.settled, res.settledRSS, err = s.quiet(ctx, cfg.settle, res.baseline.Goroutines+cfg.goroutineSlack, res.baseline.Goroutines)
 	res.settleTook = time.Since(settleStart)
 	res.settleOK = err == nil
 	if err != nil && !errors.Is(err, errNotSettled) {
@@ -330,11 +330,16 @@ func (s *soak) run(ctx context.Context) (result, error) {
 
 var errNotSettled = errors.New("bridged did not settle")
 
-// quiet waits up to wait for bridged to hold no connection and at most maxGoroutines goroutines
-// (or, with maxGoroutines < 0, for its goroutine count to hold still over two samples), and
-// returns the last stats and RSS; errNotSettled when the time ran out.
-func (s *soak) quiet(ctx context.Context, wait time.Duration, maxGoroutines int) (stats, int64, error) {
+// quiet waits up to wait for bridged to hold no connection and at most maxGoroutines goroutines,
+// then up to 2 s more for it to come down to target (connections it is still closing), and returns
+// the lowest figures seen with the RSS; errNotSettled when the first condition was never met.
+// With maxGoroutines < 0 it waits instead for the goroutine count to hold still over two samples
+// (for a baseline) and takes the last figures if it never does.
+func (s *soak) quiet(ctx context.Context, wait time.Duration, maxGoroutines, target int) (stats, int64, error) {
 	deadline := time.Now().Add(wait)
+	var best stats
+	var bestRSS int64
+	var metAt time.Time // when maxGoroutines was first met
 	prev := -1
 	for {
 		st, err := s.d.stats(ctx, s.statsClient)
@@ -345,14 +350,26 @@ func (s *soak) quiet(ctx context.Context, wait time.Duration, maxGoroutines int)
 		if err != nil {
 			return st, 0, err
 		}
-		settled := st.Connections.Total == 0 && (maxGoroutines < 0 && st.Goroutines == prev || maxGoroutines >= 0 && st.Goroutines <= maxGoroutines)
-		if settled {
-			return st, r, nil
-		}
-		if time.Now().After(deadline) {
-			if maxGoroutines < 0 {
-				return st, r, nil // a baseline that still moves: take the last figure
+		switch {
+		case maxGoroutines < 0:
+			if st.Connections.Total == 0 && st.Goroutines == prev || time.Now().After(deadline) {
+				return st, r, nil
 			}
+		case st.Connections.Total == 0 && st.Goroutines <= maxGoroutines:
+			if metAt.IsZero() || st.Goroutines < best.Goroutines {
+				best, bestRSS = st, r
+			}
+			if metAt.IsZero() {
+				metAt = time.Now()
+			}
+			if best.Goroutines <= target || time.Since(metAt) >= 2*time.Second {
+				return best, bestRSS, nil
+			}
+		case !metAt.IsZero():
+			if time.Since(metAt) >= 2*time.Second {
+				return best, bestRSS, nil
+			}
+		case time.Now().After(deadline):
 			return st, r, errNotSettled
 		}
 		prev = st.Goroutines
