@@ -13,7 +13,7 @@ import (
 
 // Defaults of the RSS bound, peak RSS <= BRIDGE_MAX_MEMORY + clients × -per-conn + -rss-base.
 // Measured on this project's 2-core CI kind of machine (docs/benchmarks.md, "Soak (issue 3)"):
-// bridged's RSS grew by 49–51 KiB per client connection held (an SSE stream, or a long-poll with
+// bridged's RSS grew by 49–55 KiB per client connection held (an SSE stream, or a long-poll with
 // its keep-alive connection) in the short soak and by 57–61 KiB in the long one, with traffic and
 // churn, before the flood; 64 KiB per connection covers both. The base covers the runtime and
 // binary (10–16 MiB idle) and the Go collector's headroom: with GOGC=100 the heap may grow to
