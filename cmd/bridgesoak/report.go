@@ -13,14 +13,14 @@ import (
 
 // Defaults of the RSS bound, peak RSS <= BRIDGE_MAX_MEMORY + clients × -per-conn + -rss-base.
 // Measured on this project's 2-core CI kind of machine (docs/benchmarks.md, "Soak (issue 3)"):
-// bridged's RSS grew by 49–55 KiB per client connection held (an SSE stream, or a long-poll with
-// its keep-alive connection) in the short soak and by 57–61 KiB in the long one, with traffic and
+// bridged's RSS grew by 49–59 KiB per client connection held (an SSE stream, or a long-poll with
+// its keep-alive connection) in the short soak and by 57–63 KiB in the long one, with traffic and
 // churn, before the flood; 64 KiB per connection covers both. The base covers the runtime and
 // binary (10–16 MiB idle) and the Go collector's headroom: with GOGC=100 the heap may grow to
 // twice what was live after the last collection, and bridged sets no memory limit, so a full
 // store's 64 MiB of accounted bytes can sit beside as much garbage (decoded flood bodies, expired
 // messages). Once bridged sets a memory limit, 32 MiB of base should do (a run with
-// GOMEMLIMIT=346MiB peaked at 331 MiB against 64 MiB + 4,000 × 64 KiB + 32 MiB = 346 MiB).
+// GOMEMLIMIT=346MiB peaked at 331–342 MiB against 64 MiB + 4,000 × 64 KiB + 32 MiB = 346 MiB).
 const (
 	defaultPerConn = 64 << 10
 	defaultRSSBase = 96 << 20
