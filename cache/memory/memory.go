@@ -23,6 +23,7 @@ import (
 	"hash/maphash"
 	"math/rand/v2"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,11 +35,11 @@ import (
 const numShards = 128
 
 // Accounting: the bytes charged against Options.MaxMemory for each thing held, beyond the
-// variable-length payload. They cover the Go structures (record, slice growth, allocation size
+// variable-length payload. They cover the Go structures (record, ring slack, allocation size
 // classes, map entries) and must not be less than what BenchmarkMemoryPerMessage measures
-// (98 B per 100-byte message), so the cap bounds the real heap.
+// (71 B per 100-byte message), so the cap bounds the real heap.
 const (
-	recordOverhead = 112
+	recordOverhead = 80
 	keyOverhead    = 80
 	streamOverhead = 320
 )
@@ -56,7 +57,9 @@ type Store struct {
 	expired  atomic.Int64
 	evicted  atomic.Int64
 
-	claims claims
+	claims  claims
+	events  sync.Map // event name -> the one copy every record of it shares
+	nevents atomic.Int64
 
 	closed   atomic.Bool
 	done     chan struct{} // closed by Close: stops the janitor, wakes subscribers
@@ -80,9 +83,9 @@ type shard struct {
 type stream struct {
 	name  string
 	epoch uint64
-	last  uint64   // seq of the newest message ever stored; 0 before the first
-	msgs  []record // retained messages; msgs[i] has seq last-len(msgs)+1+i
-	bytes int64    // accounted bytes of msgs (the per-stream byte cap applies to it)
+	last  uint64 // seq of the newest message ever stored; 0 before the first
+	msgs  ring   // retained messages, oldest first; the i-th has seq last-len+1+i
+	bytes int64  // accounted bytes of msgs (the per-stream byte cap applies to it)
 	keys  map[string]uint64
 	keyq  []keyRec // keys in the order they were stored, for expiry
 	at    int64    // newest stored time, so times never go backwards within a stream
@@ -93,12 +96,6 @@ type stream struct {
 	heapIdx    int   // index in shard.due, or -1
 
 	note atomic.Pointer[notifier]
-}
-
-type record struct {
-	at    int64 // unix nanoseconds
-	event string
-	data  []byte
 }
 
 type keyRec struct {
@@ -276,7 +273,27 @@ func (s *Store) validate(d *cache.Draft) error {
 	return nil
 }
 
-func recordCost(event string, data []byte) int64 {
+// maxInterned bounds how many distinct event names are shared; names beyond it (an app that
+// makes them up per message) are kept per message, as they came.
+const maxInterned = 4096
+
+// intern returns the store's copy of event, so a million messages of one event name hold one
+// string rather than a million (the publish path allocates a fresh one per message).
+func (s *Store) intern(event string) string {
+	if v, ok := s.events.Load(event); ok {
+		return v.(string)
+	}
+	if s.nevents.Load() >= maxInterned {
+		return event
+	}
+	v, loaded := s.events.LoadOrStore(event, event)
+	if !loaded {
+		s.nevents.Add(1)
+	}
+	return v.(string)
+}
+
+func recordCost[D string | []byte](event string, data D) int64 {
 	return recordOverhead + int64(len(event)) + int64(len(data))
 }
 
@@ -286,11 +303,12 @@ func keyCost(key string) int64 { return keyOverhead + int64(len(key)) }
 // st (nil for a stream that does not exist yet), without changing anything.
 func (s *Store) plan(st *stream, drafts []cache.Draft, run []int) int64 {
 	var delta, count, bytes int64
-	var old []record
+	var old *ring
 	if st == nil {
 		delta += streamOverhead + int64(len(drafts[run[0]].Stream))
+		old = &ring{}
 	} else {
-		old, count, bytes = st.msgs, int64(len(st.msgs)), st.bytes
+		old, count, bytes = &st.msgs, int64(st.msgs.len()), st.bytes
 	}
 	var fresh []int64 // costs of the drafts that will be stored
 	var seen map[string]struct{}
@@ -318,10 +336,10 @@ func (s *Store) plan(st *stream, drafts []cache.Draft, run []int) int64 {
 	// Evict from the oldest, old records first, then fresh ones, as apply will.
 	for i := 0; count > int64(s.opts.StreamMaxMessages) || bytes > s.opts.StreamMaxBytes; i++ {
 		var c int64
-		if i < len(old) {
-			c = recordCost(old[i].event, old[i].data)
+		if i < old.len() {
+			c = recordCost(old.at(i).event, old.at(i).data)
 		} else {
-			c = fresh[i-len(old)]
+			c = fresh[i-old.len()]
 		}
 		delta -= c
 		bytes -= c
@@ -345,8 +363,9 @@ func (s *Store) apply(st *stream, drafts []cache.Draft, run []int, now int64, id
 			}
 		}
 		st.last++
-		st.msgs = append(st.msgs, record{at: now, event: d.Event, data: d.Data})
-		st.bytes += recordCost(d.Event, d.Data)
+		event := s.intern(d.Event)
+		st.msgs.push(newRecord(now, event, d.Data))
+		st.bytes += recordCost(event, d.Data)
 		s.messages.Add(1)
 		ids[i] = cache.Cursor{Epoch: st.epoch, Seq: st.last}
 		stored = true
@@ -361,7 +380,7 @@ func (s *Store) apply(st *stream, drafts []cache.Draft, run []int, now int64, id
 	if stored {
 		st.emptySince = 0
 	}
-	for len(st.msgs) > s.opts.StreamMaxMessages || st.bytes > s.opts.StreamMaxBytes {
+	for st.msgs.len() > s.opts.StreamMaxMessages || st.bytes > s.opts.StreamMaxBytes {
 		s.dropOldest(st)
 		s.evicted.Add(1)
 	}
@@ -376,12 +395,8 @@ func (st *stream) hasKey(key string) bool {
 // dropOldest removes the oldest retained message of st. The accounted bytes it frees are given
 // back to the store by the caller's plan (for evictions) or here (for expiry, via expire).
 func (s *Store) dropOldest(st *stream) int64 {
-	c := recordCost(st.msgs[0].event, st.msgs[0].data)
-	st.msgs[0] = record{} // release the payload now
-	st.msgs = st.msgs[1:]
-	if len(st.msgs) == 0 {
-		st.msgs = nil // let the backing array go
-	}
+	rec := st.msgs.pop()
+	c := recordCost(rec.event, rec.data)
 	st.bytes -= c
 	s.messages.Add(-1)
 	return c
@@ -392,8 +407,8 @@ func (s *Store) dropOldest(st *stream) int64 {
 // item expired, not from when the janitor happened to notice.
 func (s *Store) expire(st *stream, now int64) {
 	var freed, gone int64
-	for len(st.msgs) > 0 && st.msgs[0].at+s.ttl <= now {
-		gone = st.msgs[0].at + s.ttl
+	for st.msgs.len() > 0 && st.msgs.at(0).at+s.ttl <= now {
+		gone = st.msgs.at(0).at + s.ttl
 		freed += s.dropOldest(st)
 		s.expired.Add(1)
 	}
@@ -420,7 +435,7 @@ func (s *Store) expire(st *stream, now int64) {
 	}
 }
 
-func (st *stream) idle() bool { return len(st.msgs) == 0 && len(st.keyq) == 0 }
+func (st *stream) idle() bool { return st.msgs.len() == 0 && len(st.keyq) == 0 }
 
 // expireDue processes every stream of sh whose deadline has passed: expiring what is due and
 // freeing streams that have been idle and unwatched for a TTL.
@@ -443,10 +458,10 @@ func (s *Store) expireDue(sh *shard, now int64) {
 func (s *Store) schedule(sh *shard, st *stream) {
 	var d int64
 	switch {
-	case len(st.msgs) > 0 && len(st.keyq) > 0:
-		d = min(st.msgs[0].at, st.keyq[0].at) + s.ttl
-	case len(st.msgs) > 0:
-		d = st.msgs[0].at + s.ttl
+	case st.msgs.len() > 0 && len(st.keyq) > 0:
+		d = min(st.msgs.at(0).at, st.keyq[0].at) + s.ttl
+	case st.msgs.len() > 0:
+		d = st.msgs.at(0).at + s.ttl
 	case len(st.keyq) > 0:
 		d = st.keyq[0].at + s.ttl
 	case st.watchers == 0:
@@ -534,14 +549,12 @@ func validName(name string) error {
 
 // read answers a read of st after c. The caller holds st's shard lock, for reading at least.
 func (s *Store) read(st *stream, c cache.Cursor, limit int) cache.Batch {
-
-	// Skip expired messages without removing them: readers share the lock.
+	// Skip expired messages without removing them (readers share the lock). Times never
+	// decrease along a stream, so the live ones are a suffix: find it by binary search.
 	now := s.now()
-	live := st.msgs
-	for len(live) > 0 && live[0].at+s.ttl <= now {
-		live = live[1:]
-	}
-	first := st.last - uint64(len(live)) + 1 // seq of live[0], or last+1 when none
+	n := st.msgs.len()
+	lo := sort.Search(n, func(i int) bool { return st.msgs.at(i).at+s.ttl > now })
+	first := st.last - uint64(n-lo) + 1 // seq of the oldest live message, or last+1 when none
 
 	var b cache.Batch
 	var from uint64 // seq of the first message to return
@@ -555,21 +568,23 @@ func (s *Store) read(st *stream, c cache.Cursor, limit int) cache.Batch {
 	default:
 		from = c.Seq + 1
 	}
-	live = live[from-first:]
-	if limit > 0 && len(live) > limit {
-		live = live[:limit]
+	start := lo + int(from-first)
+	count := n - start
+	if limit > 0 && count > limit {
+		count = limit
 	}
-	if len(live) > 0 {
-		b.Messages = make([]cache.Message, len(live))
-		for i := range live {
+	if count > 0 {
+		b.Messages = make([]cache.Message, count)
+		for i := range b.Messages {
+			rec := st.msgs.at(start + i)
 			b.Messages[i] = cache.Message{
 				ID:    cache.Cursor{Epoch: st.epoch, Seq: from + uint64(i)},
-				Event: live[i].event,
-				Data:  live[i].data,
-				Time:  time.Unix(0, live[i].at).UTC(),
+				Event: rec.event,
+				Data:  rec.bytes(),
+				Time:  time.Unix(0, rec.at).UTC(),
 			}
 		}
-		b.Cursor = b.Messages[len(live)-1].ID
+		b.Cursor = b.Messages[count-1].ID
 	} else if b.Reset || c.IsZero() {
 		b.Cursor = cache.Cursor{Epoch: st.epoch, Seq: st.last}
 	} else {
@@ -679,7 +694,7 @@ func (s *Store) Scan(ctx context.Context, name string, fn func(stream string, m 
 		sh.mu.RLock()
 		names := make([]string, 0, len(sh.streams))
 		for n, st := range sh.streams {
-			if len(st.msgs) > 0 {
+			if st.msgs.len() > 0 {
 				names = append(names, n)
 			}
 		}

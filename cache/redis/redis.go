@@ -73,7 +73,7 @@ import (
 // messageOverhead is what each message counts against the per-stream byte cap beyond its event
 // and data: the memory engine's per-message charge, so that BRIDGE_STREAM_MAX_BYTES keeps the
 // same number of messages on either engine.
-const messageOverhead = 112
+const messageOverhead = 80
 
 // DefaultPrefix is the key prefix when cache.Options.Prefix is empty.
 const DefaultPrefix = "bridged:"
