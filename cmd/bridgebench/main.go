@@ -276,11 +276,26 @@ func runOne(ctx context.Context, cfg *config, w, t string, pr *progress) (res *r
 			err = serr
 		}
 	}()
+	tool0, srv0, t0 := selfCPU(), cpuSeconds(p.pids()), time.Now()
 	res, err = workloadFuncs[w](ctx, cfg, p, pr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w\n--- %s output (tail) ---\n%s", err, t, p.tail())
 	}
+	// What the load cost on each side: the tool must stay well below the server.
+	wall := time.Since(t0).Seconds()
+	tool, srv := selfCPU()-tool0, cpuSeconds(p.pids())-srv0
+	res.Metrics["cpu.tool_s"], res.Metrics["cpu.server_s"] = tool, srv
+	res.note("cpu over %.1fs: server %.2f s (%.0f%% of a core), bridgebench %.2f s (%.0f%%)", wall, srv, 100*srv/wall, tool, 100*tool/wall)
 	return res, p.notes, nil
+}
+
+// selfCPU is the load tool's own user+system CPU time so far, in seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 // raiseNoFile raises RLIMIT_NOFILE to at least want (root may raise the hard limit too); the
