@@ -77,7 +77,8 @@ type config struct {
 	grace           time.Duration
 	settle          time.Duration
 
-	start startOpts
+	start      startOpts
+	profileDir string // -profile: where bridged's pprof profiles go
 }
 
 var allWorkloads = []string{"memory-sse", "memory-longpoll", "sse", "longpoll", "poll", "publish"}
@@ -125,6 +126,7 @@ func run(ctx context.Context, args []string) error {
 	svgOut := fs.String("svg", "bridgebench.svg", "write the plot here (empty: no plot)")
 	jsonOut := fs.String("json", "", "write every run's figures here as JSON")
 	timeout := fs.Duration("timeout", 60*time.Minute, "upper bound on the whole run")
+	fs.StringVar(&cfg.profileDir, "profile", "", "build bridged with net/http/pprof (go build -overlay; the repository is unchanged) and save heap, goroutine and CPU profiles here")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -193,6 +195,21 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg.start.selfBin = self
+	if cfg.profileDir != "" && slices.Contains(cfg.targets, targetBridged) {
+		if err := os.MkdirAll(cfg.profileDir, 0o755); err != nil {
+			return err
+		}
+		dir, err := os.MkdirTemp("", "bridgebench-bin-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		fmt.Fprintln(os.Stderr, "building bridged with pprof (overlay) for -profile")
+		if cfg.start.bridgedBin, err = buildProfiled(ctx, dir); err != nil {
+			return err
+		}
+		cfg.start.pprof = true
+	}
 	if cfg.start.bridgedBin == "" && slices.Contains(cfg.targets, targetBridged) {
 		dir, err := os.MkdirTemp("", "bridgebench-bin-")
 		if err != nil {
@@ -215,7 +232,7 @@ func run(ctx context.Context, args []string) error {
 
 	pr := newProgress(os.Stderr)
 	defer pr.close()
-	rep := &report{cfg: &cfg, started: time.Now(), nofile: nofile, machine: machine()}
+	rep := &report{cfg: &cfg, started: time.Now(), nofile: nofile, machine: machine(), loadStart: loadAvg()}
 	for _, w := range cfg.workloads {
 		targets := cfg.targets
 		if w == "publish" {
@@ -226,7 +243,7 @@ func run(ctx context.Context, args []string) error {
 				if ctx.Err() != nil {
 					return fmt.Errorf("stopped: %w", context.Cause(ctx))
 				}
-				res, notes, err := runOne(ctx, &cfg, w, t, pr)
+				res, notes, err := runOne(ctx, &cfg, w, t, r, pr)
 				if err != nil {
 					pr.logf("%s on %s, round %d: FAILED: %v", w, t, r, err)
 					rep.failures = append(rep.failures, fmt.Sprintf("%s on %s, round %d: %v", w, t, r, err))
@@ -239,7 +256,7 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 	pr.close()
-	rep.finished = time.Now()
+	rep.finished, rep.loadEnd = time.Now(), loadAvg()
 	table := rep.markdown()
 	fmt.Println(table)
 	if *mdOut != "" {
@@ -265,18 +282,22 @@ func run(ctx context.Context, args []string) error {
 }
 
 // runOne starts a fresh target, runs one workload on it and stops it.
-func runOne(ctx context.Context, cfg *config, w, t string, pr *progress) (res *result, notes []string, err error) {
+func runOne(ctx context.Context, cfg *config, w, t string, round int, pr *progress) (res *result, notes []string, err error) {
 	pr.phase(fmt.Sprintf("%s: starting %s", w, t), 0)
 	p, err := start(ctx, cfg.start, t)
 	if err != nil {
 		return nil, nil, err
 	}
+	if p.pprof != "" {
+		p.prof = &profiler{dir: cfg.profileDir, addr: p.pprof, label: fmt.Sprintf("%s-%s-r%d", t, w, round)}
+	}
 	defer func() {
+		p.prof.wait()
 		if serr := p.stop(); serr != nil && err == nil {
 			err = serr
 		}
 	}()
-	tool0, srv0, t0 := selfCPU(), cpuSeconds(p.pids()), time.Now()
+	tool0, srv0, t0, load0 := selfCPU(), cpuSeconds(p.pids()), time.Now(), loadAvg()
 	res, err = workloadFuncs[w](ctx, cfg, p, pr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w\n--- %s output (tail) ---\n%s", err, t, p.tail())
@@ -285,7 +306,8 @@ func runOne(ctx context.Context, cfg *config, w, t string, pr *progress) (res *r
 	wall := time.Since(t0).Seconds()
 	tool, srv := selfCPU()-tool0, cpuSeconds(p.pids())-srv0
 	res.Metrics["cpu.tool_s"], res.Metrics["cpu.server_s"] = tool, srv
-	res.note("cpu over %.1fs: server %.2f s (%.0f%% of a core), bridgebench %.2f s (%.0f%%)", wall, srv, 100*srv/wall, tool, 100*tool/wall)
+	res.note("cpu over %.1fs: server %.2f s (%.0f%% of a core), bridgebench %.2f s (%.0f%%); machine load average %s at the start, %s at the end",
+		wall, srv, 100*srv/wall, tool, 100*tool/wall, load0, loadAvg())
 	return res, p.notes, nil
 }
 
@@ -349,10 +371,16 @@ func machine() string {
 		}
 	}
 	mem := procKB("/proc/meminfo", "MemTotal:")
-	load := ""
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		load = strings.Join(strings.Fields(string(b))[:3], " ")
+	return fmt.Sprintf("%d CPUs (%s), %.0f GiB, %s %s/%s, GOMAXPROCS %d",
+		runtime.NumCPU(), model, float64(mem)/(1<<20), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0))
+}
+
+// loadAvg is the machine's 1, 5 and 15 minute load averages: on a shared machine, how much else
+// was running (2 means both cores busy).
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
 	}
-	return fmt.Sprintf("%d CPUs (%s), %.0f GiB, %s %s/%s, GOMAXPROCS %d, load average at start %s",
-		runtime.NumCPU(), model, float64(mem)/(1<<20), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0), load)
+	return "unknown"
 }

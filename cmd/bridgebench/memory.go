@@ -86,6 +86,7 @@ func runMemory(ctx context.Context, cfg *config, p *proc, pr *progress, prefix s
 	pr.phase(fmt.Sprintf("%s %s: %d open, settling", prefix, p.kind, n), cfg.settle)
 	after := settle(ctx, cfg, p)
 	g1 := goroutines(ctx, p)
+	p.prof.snapshot(ctx, "open") // after the measurement: ?gc=1 collects
 	res.Metrics[prefix+".rss_before_mb"] = float64(before.RSS) / (1 << 20)
 	res.Metrics[prefix+".rss_after_mb"] = float64(after.RSS) / (1 << 20)
 	res.Metrics[prefix+".kb_per_conn"] = float64(after.RSS-before.RSS) / float64(n) / 1000

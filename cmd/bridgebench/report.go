@@ -17,9 +17,11 @@ type report struct {
 	finished time.Time
 	nofile   uint64
 	machine  string
-	results  []*result
-	settings map[string][]string // per target: what was set
-	failures []string
+	// The machine's load averages when the run started and ended.
+	loadStart, loadEnd string
+	results            []*result
+	settings           map[string][]string // per target: what was set
+	failures           []string
 }
 
 func (r *report) add(res *result, notes []string) {
@@ -134,7 +136,7 @@ func (r *report) markdown() string {
 	var b strings.Builder
 	c := r.cfg
 	fmt.Fprintf(&b, "## bridgebench: %s\n\n", strings.Join(c.targets, " vs "))
-	fmt.Fprintf(&b, "- machine: %s\n", r.machine)
+	fmt.Fprintf(&b, "- machine: %s; load average %s at the start, %s at the end (other work shares the cores)\n", r.machine, r.loadStart, r.loadEnd)
 	fmt.Fprintf(&b, "- command: `bridgebench %s`\n", strings.Join(os.Args[1:], " "))
 	fmt.Fprintf(&b, "- run: %s to %s (%s); %d round(s), interleaved per workload (%s, one fresh process per run); RLIMIT_NOFILE %d\n",
 		r.started.Format(time.DateTime), r.finished.Format(time.TimeOnly), r.finished.Sub(r.started).Truncate(time.Second),

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,7 +78,9 @@ type proc struct {
 	dir    string // temp dir: logs, nginx prefix
 	logf   *os.File
 	proto  protocol
-	notes  []string // what was set, for the report
+	notes  []string  // what was set, for the report
+	pprof  string    // bridged built with -profile: its pprof listener
+	prof   *profiler // nil unless profiling
 }
 
 // tail returns the end of the process's output, for error messages.
@@ -129,6 +132,7 @@ type startOpts struct {
 	nchanConf   string
 	nginxBin    string
 	selfBin     string // this executable, for the hello server
+	pprof       bool   // bridgedBin serves pprof when BRIDGEBENCH_PPROF_ADDR is set
 	readyWithin time.Duration
 }
 
@@ -164,6 +168,16 @@ func start(ctx context.Context, o startOpts, kind string) (*proc, error) {
 			if !strings.Contains(kv, "SECRET") && !strings.Contains(kv, "KEY=") {
 				p.notes = append(p.notes, kv)
 			}
+		}
+		if o.pprof {
+			pp, err := freePort()
+			if err != nil {
+				logf.Close()
+				os.RemoveAll(dir)
+				return nil, err
+			}
+			p.pprof = "127.0.0.1:" + pp
+			env = append(env, "BRIDGEBENCH_PPROF_ADDR="+p.pprof)
 		}
 		p.cmd = exec.Command(o.bridgedBin)
 		p.cmd.Env = env
@@ -216,7 +230,11 @@ func start(ctx context.Context, o startOpts, kind string) (*proc, error) {
 			p.addr = "127.0.0.1:" + port
 			break
 		}
-		if addrs, _ := listeningAddrs(p.cmd.Process.Pid); len(addrs) > 0 {
+		addrs, _ := listeningAddrs(p.cmd.Process.Pid)
+		if i := slices.Index(addrs, p.pprof); i >= 0 {
+			addrs = slices.Delete(addrs, i, i+1)
+		}
+		if len(addrs) > 0 {
 			p.addr = addrs[0]
 			break
 		}

@@ -193,6 +193,7 @@ func runSSE(ctx context.Context, cfg *config, p *proc, pr *progress) (*result, e
 	var st pubStats
 	count := int64(cfg.rate * cfg.duration.Seconds())
 	start := time.Now()
+	p.prof.cpu(ctx, "publishing", cfg.duration)
 	publish(ctx, p.addr, p.proto, l, pubPlan{count: count, rate: cfg.rate, conns: cfg.publishers,
 		pick: func(i int64) int { return int(i % int64(n)) }}, &st, pr)
 	elapsed := time.Since(start)
@@ -378,6 +379,7 @@ func runLongPoll(ctx context.Context, cfg *config, p *proc, pr *progress) (*resu
 	pr.phase(fmt.Sprintf("longpoll %s: re-poll loop, %.0f msg/s", p.kind, cfg.rate), cfg.duration)
 	pids := p.pids()
 	cpu0, d0, t0 := cpuSeconds(pids), f.loopDelivered.Load(), time.Now()
+	p.prof.cpu(ctx, "loop", cfg.duration)
 	var st pubStats
 	count := int64(cfg.rate * cfg.duration.Seconds())
 	publish(ctx, p.addr, p.proto, l, pubPlan{count: count, rate: cfg.rate, conns: cfg.publishers,
