@@ -30,7 +30,6 @@ import (
 	"net/http"
 	_ "net/http/pprof"
 	"os"
-	"runtime"
 )
 
 func init() {
@@ -38,7 +37,6 @@ func init() {
 	if addr == "" {
 		return
 	}
-	runtime.MemProfileRate = 4096 // finer than the default 512 KiB: small per-connection objects show up
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		panic(err)
@@ -90,6 +88,7 @@ func (pf *profiler) snapshot(ctx context.Context, what string) {
 	}
 	pf.save(ctx, "heap", "/debug/pprof/heap?gc=1", what)
 	pf.save(ctx, "goroutine", "/debug/pprof/goroutine", what)
+	pf.save(ctx, "memstats.txt", "/debug/pprof/heap?debug=1", what) // ends with runtime.MemStats: stacks, GC overhead
 }
 
 // cpu starts a CPU profile of d in the background; wait joins it.
@@ -121,7 +120,10 @@ func (pf *profiler) save(ctx context.Context, kind, path, what string) {
 		return
 	}
 	defer resp.Body.Close()
-	name := filepath.Join(pf.dir, fmt.Sprintf("%s-%s-%s.pb.gz", pf.label, what, kind))
+	name := filepath.Join(pf.dir, fmt.Sprintf("%s-%s-%s", pf.label, what, kind))
+	if !strings.HasSuffix(kind, ".txt") {
+		name += ".pb.gz"
+	}
 	f, err := os.Create(name)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "profile: %v\n", err)
