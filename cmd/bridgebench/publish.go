@@ -119,7 +119,8 @@ func runPublish(ctx context.Context, cfg *config, p *proc, pr *progress) (*resul
 		}
 		pr.phase(fmt.Sprintf("publish %s %s: %d connections", k.name, p.kind, cfg.pubConns), cfg.pubDuration)
 		p.prof.cpu(ctx, k.name, cfg.pubDuration)
-		var rps, p50, p99 float64
+		cpu0 := cpuSeconds(p.pids())
+		var rps, p50, p99, accepted float64
 		var errs float64
 		if cfg.wrk != "" {
 			r, err := runWrk(ctx, cfg, p, mode, k.batch)
@@ -128,7 +129,8 @@ func runPublish(ctx context.Context, cfg *config, p *proc, pr *progress) (*resul
 			}
 			// wrk counts every answer; a refused publish (non-2xx) must not count as throughput.
 			secs := r["duration_us"] / 1e6
-			rps = (r["requests"] - r["status"]) / secs
+			accepted = r["requests"] - r["status"]
+			rps = accepted / secs
 			p50, p99 = r["p50_us"]/1e3, r["p99_us"]/1e3
 			errs = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
 			pr.sent.Store(int64(r["requests"]))
@@ -137,12 +139,18 @@ func runPublish(ctx context.Context, cfg *config, p *proc, pr *progress) (*resul
 		} else {
 			var h Histogram
 			n, failed, took := goPublishLoad(ctx, cfg, p, k.batch, &h, pr)
-			rps = float64(n) / took.Seconds()
+			accepted = float64(n)
+			rps = accepted / took.Seconds()
 			p50, p99 = float64(h.Quantile(0.5))/1e6, float64(h.Quantile(0.99))/1e6
 			errs = float64(failed)
 			res.note("publish %s: Go clients, %d connections for %s: %d requests, %d failed", k.name, cfg.pubConns, cfg.pubDuration, n, failed)
 		}
 		prefix := "pub." + k.name
+		if accepted > 0 {
+			// Server CPU per accepted request, including the load of many connections: what a
+			// publish costs when it is part of the long-poll loop's figure too.
+			res.Metrics[prefix+".cpu_us_per_req"] = (cpuSeconds(p.pids()) - cpu0) / accepted * 1e6
+		}
 		res.Metrics[prefix+".rps"] = rps
 		res.Metrics[prefix+".p50_ms"] = p50
 		res.Metrics[prefix+".p99_ms"] = p99

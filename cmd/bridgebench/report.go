@@ -86,6 +86,7 @@ func (r *report) rows() []row {
 		{"pub.single.p50_ms", "  publish latency p50", "ms", true, 2},
 		{"pub.single.p99_ms", "  publish latency p99", "ms", true, 2},
 		{"pub.single.pct_hello", "single publish / hello-world handler", "%", false, 0},
+		{"pub.single.cpu_us_per_req", "  server CPU per single publish", "µs", true, 1},
 		{"pub.batch.msgs_per_s", fmt.Sprintf("batch publish, %d per request, c=%d", c.batch, c.pubConns), "msg/s", false, 0},
 	}
 }
