@@ -194,8 +194,9 @@ func (r *report) markdown() string {
 		b.WriteString("\n")
 	}
 	if h := r.values(targetHello, "pub.single.rps"); len(h) > 0 {
-		fmt.Fprintf(&b, "\nhello-world Go handler under the same publish load: %.0f req/s (p50 %.2f ms, p99 %.2f ms)",
-			median(h), median(r.values(targetHello, "pub.single.p50_ms")), median(r.values(targetHello, "pub.single.p99_ms")))
+		fmt.Fprintf(&b, "\nhello-world Go handler under the same publish load: %.0f req/s (p50 %.2f ms, p99 %.2f ms, server CPU %.1f µs per request)",
+			median(h), median(r.values(targetHello, "pub.single.p50_ms")), median(r.values(targetHello, "pub.single.p99_ms")),
+			median(r.values(targetHello, "pub.single.cpu_us_per_req")))
 		if bm := r.values(targetHello, "pub.batch.msgs_per_s"); len(bm) > 0 {
 			fmt.Fprintf(&b, "; with %d-message bodies %.0f msg/s", c.batch, median(bm))
 		}
