@@ -31,6 +31,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
@@ -126,6 +127,7 @@ func run(ctx context.Context, args []string) error {
 	svgOut := fs.String("svg", "bridgebench.svg", "write the plot here (empty: no plot)")
 	jsonOut := fs.String("json", "", "write every run's figures here as JSON")
 	timeout := fs.Duration("timeout", 60*time.Minute, "upper bound on the whole run")
+	selfProfile := fs.String("self-cpuprofile", "", "write bridgebench's own CPU profile here (to check the tool's overhead)")
 	fs.StringVar(&cfg.profileDir, "profile", "", "build bridged with net/http/pprof (go build -overlay; the repository is unchanged) and save heap, goroutine and CPU profiles here")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -186,6 +188,17 @@ func run(ctx context.Context, args []string) error {
 
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
+	if *selfProfile != "" {
+		f, err := os.Create(*selfProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	nofile, err := raiseNoFile(cfg.conns + cfg.lpConns + cfg.pubConns + 4096)
 	if err != nil {
 		return err
