@@ -81,7 +81,12 @@ func runMemory(ctx context.Context, cfg *config, p *proc, pr *progress, prefix s
 	if err != nil {
 		return nil, err
 	}
-	defer closeAll()
+	closed := false
+	defer func() {
+		if !closed {
+			closeAll()
+		}
+	}()
 	opened := time.Since(t0)
 	pr.phase(fmt.Sprintf("%s %s: %d open, settling", prefix, p.kind, n), cfg.settle)
 	after := settle(ctx, cfg, p)
@@ -97,5 +102,25 @@ func runMemory(ctx context.Context, cfg *config, p *proc, pr *progress, prefix s
 	res.note("%s: %d connections opened in %s; RSS %.1f → %.1f MiB, PSS %.1f → %.1f MiB over %d processes",
 		prefix, n, opened.Truncate(time.Millisecond), float64(before.RSS)/(1<<20), float64(after.RSS)/(1<<20),
 		float64(before.PSS)/(1<<20), float64(after.PSS)/(1<<20), len(p.pids()))
+
+	// Leaks: once the clients are gone (reset, as a vanished browser), the server must count no
+	// subscriber and, for bridged, run no more goroutines than before.
+	pr.phase(fmt.Sprintf("%s %s: closing %d", prefix, p.kind, n), 0)
+	closeAll()
+	closed = true
+	var subs, g2 int
+	gone := waitFor(ctx, 15*time.Second, func() bool {
+		var err error
+		subs, err = p.proto.waiting(ctx)
+		g2 = goroutines(ctx, p)
+		return err == nil && subs == 0 && g2 <= g0
+	})
+	res.Metrics[prefix+".subscribers_left"] = float64(subs)
+	if g0 >= 0 {
+		res.Metrics[prefix+".goroutines_left"] = float64(max(0, g2-g0))
+	}
+	if !gone {
+		res.note("%s: LEAK? 15 s after every client left, the server counts %d subscribers and %d goroutines (%d before)", prefix, subs, g2, g0)
+	}
 	return res, nil
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/xml"
 	"fmt"
+	"go/parser"
+	"go/token"
 	"math"
 	"net"
 	"os"
@@ -257,5 +259,16 @@ func TestReportSVGIsWellFormed(t *testing.T) {
 		if rw.label == "RSS per idle SSE connection (100 conns)" && (rw.better || math.Abs(rw.adv-0.5) > 1e-9) {
 			t.Errorf("memory row %+v: bridged uses twice the memory, so advantage 0.5 and not better", rw)
 		}
+	}
+}
+
+func TestPprofOverlayParses(t *testing.T) {
+	// The file -profile adds to cmd/bridged must stay valid Go in package main.
+	f, err := parser.ParseFile(token.NewFileSet(), "zz_bridgebench_pprof.go", pprofOverlay, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Name.Name != "main" {
+		t.Errorf("overlay is package %s, want main", f.Name.Name)
 	}
 }
