@@ -4,7 +4,7 @@
 # interleaved (per workload: bridged, Nchan, bridged, Nchan, bridged, Nchan), reporting medians
 # and bridged/Nchan ratios. All traffic stays on 127.0.0.1; every phase is bounded in time.
 #
-#   bench/run.sh                       # issue 6's sizes, three rounds (about 15 minutes)
+#   bench/run.sh                       # issue 6's sizes, three rounds (about 10 minutes)
 #   bench/run.sh -short                # CI size: 500 connections, one round (about a minute)
 #   bench/run.sh -workloads sse,publish -rounds 1     # any bridgebench flag passes through
 #

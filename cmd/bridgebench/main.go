@@ -209,6 +209,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	cfg.start.selfBin = self
 	if cfg.profileDir != "" && slices.Contains(cfg.targets, targetBridged) {
+		if set["bin"] {
+			return errors.New("-profile builds its own bridged (with pprof); drop -bin")
+		}
 		if err := os.MkdirAll(cfg.profileDir, 0o755); err != nil {
 			return err
 		}
