@@ -57,7 +57,15 @@ type Subscription interface {
 	// closes are allowed: after a reconnect to its backend an engine wakes every reader.
 	Changed() <-chan struct{}
 
-	// Close ends the subscription. It is idempotent.
+	// Notify arranges for fn to be called after every later append to the stream, with the same
+	// spurious calls as Changed, until Close; once the Subscription or its Store is closed it is
+	// called once more (at once, when already closed). It is the goroutine-free alternative to
+	// Changed: fn runs in the appender's goroutine, under an engine lock, so it must be quick, must
+	// not block and must not call the Store. Call Notify at most once per Subscription, before
+	// the first ReadAfter it is to cover.
+	Notify(fn func())
+
+	// Close ends the subscription. It is idempotent; once it returns, fn is not called again.
 	Close()
 }
 

@@ -42,6 +42,11 @@
 // An Append that lands after step 1 closes that channel; one that landed before it is seen by
 // step 2. Spurious wake-ups are allowed, so the reader simply reads again.
 //
+// A reader that parks without a goroutine of its own (bridge's hijacked connections, which wait
+// in the network poller) calls Subscription.Notify once instead: the function sets a flag and
+// pokes the reader, which clears the flag before each ReadAfter, so again no wake-up is lost.
+// Engines build both on Signal.
+//
 // # Limits
 //
 // Messages expire after Options.TTL. A stream keeps at most Options.StreamMaxMessages messages

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,6 +77,8 @@ func Run(t *testing.T, newStore Factory) {
 		{"IdempotentKeyExpires", testIdempotentKeyExpires},
 		{"NotifyWakesAllWaiters", testNotifyWakesAllWaiters},
 		{"NotifyLosesNoWakeup", testNotifyLosesNoWakeup},
+		{"NotifyFuncs", testNotifyFuncs},
+		{"NotifyFuncAfterClose", testNotifyFuncAfterClose},
 		{"CapRefusesNeverDrops", testCapRefusesNeverDrops},
 		{"CapCountsEvictions", testCapCountsEvictions},
 		{"StatsCountRemovals", testStatsCountRemovals},
@@ -451,6 +454,81 @@ func testNotifyLosesNoWakeup(t *testing.T, open opener) {
 			t.Fatalf("round %d: woken but read %d messages", round, len(b.Messages))
 		}
 	}
+}
+
+// counter is a Notify function that counts its calls and signals each on a channel.
+type counter struct {
+	n    atomic.Int64
+	each chan struct{}
+}
+
+func newCounter() *counter { return &counter{each: make(chan struct{}, 1024)} }
+
+func (c *counter) fn() {
+	c.n.Add(1)
+	select {
+	case c.each <- struct{}{}:
+	default:
+	}
+}
+
+func (c *counter) wait(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case <-c.each:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: function not called", what)
+	}
+}
+
+// testNotifyFuncs checks Subscription.Notify: every subscriber's function runs after an append
+// to its stream and not to another's, and not after Close.
+func testNotifyFuncs(t *testing.T, open opener) {
+	s, _ := open(t, nil)
+	const n = 50
+	subs := make([]cache.Subscription, n)
+	counts := make([]*counter, n)
+	for i := range subs {
+		subs[i] = subscribe(t, s, "u")
+		counts[i] = newCounter()
+		subs[i].Notify(counts[i].fn)
+	}
+	other := newCounter()
+	subscribe(t, s, "other").Notify(other.fn)
+	mustAppend(t, s, drafts("u", 1, "m"))
+	for i, c := range counts {
+		c.wait(t, fmt.Sprintf("subscriber %d", i))
+	}
+	// A function is called again for the next append, unlike a channel.
+	mustAppend(t, s, drafts("u", 1, "n"))
+	counts[0].wait(t, "second append")
+	if other.n.Load() != 0 {
+		t.Fatal("an append to u called a function of another stream's subscriber")
+	}
+	subs[1].Close()
+	before := counts[1].n.Load()
+	mustAppend(t, s, drafts("u", 1, "o"))
+	counts[0].wait(t, "third append")
+	if got := counts[1].n.Load(); got != before {
+		t.Fatalf("function called %d more times after Close", got-before)
+	}
+}
+
+// testNotifyFuncAfterClose checks that closing the Store calls every function, and that Notify
+// on a closed Subscription calls it at once, so a parked reader always learns it must stop.
+func testNotifyFuncAfterClose(t *testing.T, open opener) {
+	s, _ := open(t, nil)
+	live := newCounter()
+	subscribe(t, s, "u").Notify(live.fn)
+	gone := subscribe(t, s, "u")
+	gone.Close()
+	late := newCounter()
+	gone.Notify(late.fn)
+	late.wait(t, "Notify on a closed Subscription")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	live.wait(t, "subscriber after Store.Close")
 }
 
 func testCapRefusesNeverDrops(t *testing.T, open opener) {

@@ -79,7 +79,7 @@ type shard struct {
 	_       [40]byte
 }
 
-// stream is one message log. Every field but note is guarded by its shard's mutex.
+// stream is one message log. Every field but sig is guarded by its shard's mutex.
 type stream struct {
 	name  string
 	epoch uint64
@@ -95,15 +95,13 @@ type stream struct {
 	deadline   int64 // next time the janitor must look at the stream
 	heapIdx    int   // index in shard.due, or -1
 
-	note atomic.Pointer[notifier]
+	sig cache.Signal // wakes the stream's Subscriptions
 }
 
 type keyRec struct {
 	key string
 	at  int64
 }
-
-type notifier struct{ ch chan struct{} }
 
 // New returns an empty Store configured by o (zero fields take the defaults of
 // cache.Options.Defaulted) and starts its janitor; Close stops it.
@@ -185,7 +183,7 @@ func (s *Store) Append(ctx context.Context, drafts []cache.Draft) ([]cache.Curso
 		woken, err := s.appendLocked(drafts, order, shardOf, ids)
 		if err == nil {
 			for _, st := range woken {
-				st.wake()
+				st.sig.Wake()
 			}
 			return ids, nil
 		}
@@ -619,19 +617,30 @@ type subscription struct {
 	sh     *shard
 	st     *stream
 	closed atomic.Bool
+	watch  atomic.Pointer[cache.Watch] // set by Notify
 }
 
 func (sub *subscription) Changed() <-chan struct{} {
 	if sub.s.closed.Load() || sub.closed.Load() {
-		return closedChan
+		return cache.ClosedChan
 	}
-	return sub.st.changed()
+	return sub.st.sig.Changed()
+}
+
+func (sub *subscription) Notify(fn func()) {
+	w := sub.st.sig.Watch(fn)
+	sub.watch.Store(w)
+	if sub.closed.Load() || sub.s.closed.Load() {
+		w.Stop()
+		fn()
+	}
 }
 
 func (sub *subscription) Close() {
 	if sub.closed.Swap(true) {
 		return
 	}
+	sub.watch.Load().Stop()
 	sub.sh.mu.Lock()
 	defer sub.sh.mu.Unlock()
 	st := sub.st
@@ -640,29 +649,6 @@ func (sub *subscription) Close() {
 		st.emptySince = sub.s.now()
 	}
 	sub.s.schedule(sub.sh, st)
-}
-
-var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
-
-// changed returns the channel the next wake closes, creating it on first use so streams nobody
-// waits on never allocate one.
-func (st *stream) changed() <-chan struct{} {
-	for {
-		if n := st.note.Load(); n != nil {
-			return n.ch
-		}
-		n := &notifier{ch: make(chan struct{})}
-		if st.note.CompareAndSwap(nil, n) {
-			return n.ch
-		}
-	}
-}
-
-// wake closes the current channel, waking every waiter; the next Changed makes a new one.
-func (st *stream) wake() {
-	if n := st.note.Swap(nil); n != nil {
-		close(n.ch)
-	}
 }
 
 // Scan implements cache.Store. It copies one stream's messages at a time under its shard's read
@@ -730,7 +716,7 @@ func (s *Store) Close() error {
 			sh := &s.shards[i]
 			sh.mu.Lock()
 			for _, st := range sh.streams {
-				st.wake()
+				st.sig.Wake()
 			}
 			sh.mu.Unlock()
 		}

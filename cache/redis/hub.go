@@ -61,7 +61,7 @@ type hub struct {
 // topic is one watched stream on this node.
 type topic struct {
 	stream, channel string
-	note            atomic.Pointer[notifier]
+	sig             cache.Signal // wakes the topic's local Subscriptions
 
 	// Guarded by hub.mu.
 	refs       int
@@ -75,8 +75,6 @@ type confirm struct {
 	token uint64
 	t     *topic
 }
-
-type notifier struct{ ch chan struct{} }
 
 const (
 	healthEvery = 5 * time.Second         // a PING on an idle connection; no PONG by the next one ends the session
@@ -328,7 +326,7 @@ func (h *hub) receive(ps *goredis.PubSub, healthSeen *atomic.Uint64) error {
 			t := h.topics[m.Channel]
 			h.mu.RUnlock()
 			if t != nil {
-				t.wake()
+				t.sig.Wake()
 			}
 		case *goredis.Pong:
 			switch {
@@ -355,7 +353,7 @@ func (h *hub) confirmed(tok uint64) {
 		// The session's first barrier: wake every reader before any Subscribe waiting on this
 		// session returns, so that only readers from before the reconnect see the wake-up.
 		for _, t := range h.topics {
-			t.wake()
+			t.sig.Wake()
 		}
 		h.up.Store(true)
 		h.s.log.Info("redis pub/sub connected", zap.Int("channels", len(h.topics)))
@@ -428,27 +426,7 @@ func (h *hub) close() {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for _, t := range h.topics {
-		t.wake()
-	}
-}
-
-// changed returns the channel the next wake closes, creating it on first use.
-func (t *topic) changed() <-chan struct{} {
-	for {
-		if n := t.note.Load(); n != nil {
-			return n.ch
-		}
-		n := &notifier{ch: make(chan struct{})}
-		if t.note.CompareAndSwap(nil, n) {
-			return n.ch
-		}
-	}
-}
-
-// wake closes the current channel, waking every reader of t; the next changed makes a new one.
-func (t *topic) wake() {
-	if n := t.note.Swap(nil); n != nil {
-		close(n.ch)
+		t.sig.Wake()
 	}
 }
 
@@ -457,20 +435,29 @@ type subscription struct {
 	h      *hub
 	t      *topic
 	closed atomic.Bool
+	watch  atomic.Pointer[cache.Watch] // set by Notify
 }
-
-var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 func (sub *subscription) Changed() <-chan struct{} {
 	if sub.closed.Load() || sub.h.s.closed.Load() {
-		return closedChan
+		return cache.ClosedChan
 	}
-	return sub.t.changed()
+	return sub.t.sig.Changed()
+}
+
+func (sub *subscription) Notify(fn func()) {
+	w := sub.t.sig.Watch(fn)
+	sub.watch.Store(w)
+	if sub.closed.Load() || sub.h.s.closed.Load() {
+		w.Stop()
+		fn()
+	}
 }
 
 func (sub *subscription) Close() {
 	if sub.closed.Swap(true) {
 		return
 	}
+	sub.watch.Load().Stop()
 	sub.h.release(sub.t)
 }
