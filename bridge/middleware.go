@@ -10,7 +10,11 @@ import (
 )
 
 // reqInfo carries what a handler learns about its request back to the access log.
-type reqInfo struct{ transport string }
+type reqInfo struct {
+	transport string
+	start     time.Time
+	detached  bool // a parked connection's goroutine logs the request when it really ends
+}
 
 type reqInfoKey struct{}
 
@@ -19,6 +23,34 @@ func setTransport(r *http.Request, transport string) {
 	if ri, ok := r.Context().Value(reqInfoKey{}).(*reqInfo); ok {
 		ri.transport = transport
 	}
+}
+
+// detach hands r's access log line to the goroutine that now owns its connection (park.go):
+// the handler returns long before the response ends. The returned function logs the line.
+func (s *Server) detach(r *http.Request) (logLine func(status int, bytes int64)) {
+	ri, ok := r.Context().Value(reqInfoKey{}).(*reqInfo)
+	if !ok {
+		return func(int, int64) {}
+	}
+	ri.detached = true
+	method, path, remote, start := r.Method, r.URL.Path, r.RemoteAddr, ri.start
+	return func(status int, bytes int64) {
+		s.logRequest(method, path, remote, status, bytes, time.Since(start), ri.transport)
+	}
+}
+
+// logRequest writes the access log line: the path but never the query string, which may hold a
+// token or ticket.
+func (s *Server) logRequest(method, path, remote string, status int, bytes int64, d time.Duration, transport string) {
+	s.log.Info("request",
+		zap.String("method", method),
+		zap.String("path", path),
+		zap.Int("status", status),
+		zap.Int64("bytes", bytes),
+		zap.Duration("duration", d),
+		zap.String("transport", transport),
+		zap.String("remote", remote),
+	)
 }
 
 // loggingWriter records the status and size of a response. Unwrap lets http.ResponseController
@@ -51,8 +83,7 @@ func (lw *loggingWriter) Unwrap() http.ResponseWriter { return lw.ResponseWriter
 // 500. The line has the path but never the query string, which may hold a token.
 func (s *Server) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		info := &reqInfo{}
+		info := &reqInfo{start: time.Now()}
 		lw := &loggingWriter{ResponseWriter: w}
 		r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))
 		defer func() {
@@ -65,15 +96,9 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 					s.writeError(lw, r, errInternal)
 				}
 			}
-			s.log.Info("request",
-				zap.String("method", r.Method),
-				zap.String("path", r.URL.Path),
-				zap.Int("status", lw.status),
-				zap.Int64("bytes", lw.bytes),
-				zap.Duration("duration", time.Since(start)),
-				zap.String("transport", info.transport),
-				zap.String("remote", r.RemoteAddr),
-			)
+			if !info.detached {
+				s.logRequest(r.Method, r.URL.Path, r.RemoteAddr, lw.status, lw.bytes, time.Since(info.start), info.transport)
+			}
 		}()
 		next.ServeHTTP(lw, r)
 	})

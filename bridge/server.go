@@ -130,6 +130,7 @@ type Server struct {
 	wsOrigins   []string
 	wsAnyOrigin bool
 	wsConns     sync.WaitGroup // WebSocket handlers, which net/http stops tracking once hijacked
+	parked      parkedSet      // SSE streams and long-polls taken over from net/http (park.go)
 }
 
 // New returns a Server for o, or an error naming the missing required option.
@@ -219,7 +220,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handlers[
 // It is idempotent and returns at once; http.Server.Shutdown then waits for the handlers.
 func (s *Server) Drain() {
 	s.unready.Store(true)
-	s.drainOnce.Do(func() { close(s.drain) })
+	s.drainOnce.Do(func() {
+		close(s.drain)
+		s.parked.pokeAll()
+	})
 }
 
 // SetDrainWindow changes the window Drain spreads stream ends over (an interactive Ctrl-C wants
@@ -234,12 +238,12 @@ func (s *Server) drainDelay() time.Duration {
 	return 0
 }
 
-// Wait blocks until every WebSocket handler has returned, or ctx ends. Call it after Drain and
-// http.Server.Shutdown, which does not wait for hijacked connections, so their close frames go
-// out before the process exits.
+// Wait blocks until every WebSocket handler and every parked SSE stream and long-poll has
+// ended, or ctx ends. Call it after Drain and http.Server.Shutdown, which does not wait for
+// hijacked connections, so their close frames and answers go out before the process exits.
 func (s *Server) Wait(ctx context.Context) error {
 	done := make(chan struct{})
-	go func() { s.wsConns.Wait(); close(done) }()
+	go func() { s.wsConns.Wait(); s.parked.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil

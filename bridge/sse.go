@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/bridged/bridged/cache"
 )
 
@@ -56,17 +54,26 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	defer release()
 	sub, err := s.store.Subscribe(ctx, who.user)
 	if err != nil {
+		release()
 		return fmt.Errorf("subscribe: %w", err)
 	}
-	defer sub.Close()
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream; charset=utf-8")
 	h.Set("Cache-Control", "no-cache, no-store")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer this response
+	out := &sseWriter{timeout: s.opts.WriteTimeout, retry: s.opts.Retry, plain: plain}
+	if !s.faults.holdSSE() {
+		if p, _ := s.park(w, r); p != nil {
+			// An SSE client sends nothing after its request; bytes it pipelined are ignored.
+			s.parkSSE(p, s.detach(r), who, c, sub, release, h, out)
+			return nil
+		}
+	}
+	defer release()
+	defer sub.Close()
 	if r.ProtoMajor == 1 {
 		h.Set("Connection", "keep-alive") // HTTP/2 forbids the header (RFC 9113 section 8.2.2)
 	}
@@ -74,7 +81,7 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 
 	ctx, stop := s.faults.watch(ctx, faultSSE, faultLongPoll)
 	defer stop()
-	out := &sseWriter{w: w, rc: http.NewResponseController(w), timeout: s.opts.WriteTimeout, retry: s.opts.Retry, plain: plain}
+	out.w, out.rc = w, http.NewResponseController(w)
 	defer out.release()
 	if s.faults.holdSSE() {
 		// Demo fault: behave like a proxy that buffers the stream, so the page never sees a frame.
@@ -85,15 +92,41 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 		}
 		return nil
 	}
-	s.serveStream(ctx, "sse", who, c, sub, out, s.log.With(zap.String("route", "sse")))
+	s.serveStream(ctx, "sse", who, c, out, newChanWaiter(ctx, sub, s.drain))
 	return nil
+}
+
+// parkSSE serves an SSE stream on a parked connection (park.go): the response head goes out with
+// hello, and the connection closes when the stream ends.
+func (s *Server) parkSSE(p *parked, logLine func(int, int64), who subscriber, c cache.Cursor, sub cache.Subscription, release func(), h http.Header, out *sseWriter) {
+	out.p = p
+	out.grab()
+	out.buf = appendHead(out.buf, http.StatusOK, h, -1, true)
+	ctx := context.Background() // the stream outlives the request; the waiter sees the client leave
+	stopCut := func() {}
+	if s.faults != nil {
+		p.cut, stopCut = s.faults.watch(ctx, faultSSE, faultLongPoll)
+		context.AfterFunc(p.cut, p.poke)
+	}
+	sub.Notify(p.poke)
+	s.runParked(p, func() bool {
+		defer release()
+		defer sub.Close()
+		defer stopCut()
+		defer out.release()
+		s.serveStream(ctx, "sse", who, c, out, parkedWaiter{p})
+		logLine(http.StatusOK, out.written)
+		return true
+	})
 }
 
 // sseWriter batches frames for one connection and writes them with a deadline. Its buffer comes
 // from a pool and goes back after each flush, so an idle stream holds no buffer.
 type sseWriter struct {
-	w       http.ResponseWriter
+	w       http.ResponseWriter // the response, or nil on a parked connection
 	rc      *http.ResponseController
+	p       *parked // the parked connection, if any
+	written int64   // bytes written on p
 	timeout time.Duration
 	retry   time.Duration // the reconnect hint sent before hello
 	plain   bool          // message frames without "event:" (the plain query parameter)
@@ -174,6 +207,10 @@ func (o *sseWriter) end(reason closeReason) {
 // flush writes the buffered frames under a fresh deadline and flushes them to the client.
 func (o *sseWriter) flush() error {
 	defer o.release()
+	if o.p != nil {
+		o.written += int64(len(o.buf))
+		return o.p.write(o.buf, o.timeout)
+	}
 	if err := o.rc.SetWriteDeadline(time.Now().Add(o.timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return err
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"go.uber.org/zap"
 
 	"github.com/bridged/bridged/cache"
 )
@@ -97,7 +96,7 @@ func (s *Server) ws(w http.ResponseWriter, r *http.Request) error {
 	ctx, stop := s.faults.watch(ctx, faultWS, faultLongPoll)
 	defer stop()
 	out := &wsWriter{conn: conn, ctx: ctx, timeout: s.opts.WriteTimeout}
-	s.serveStream(ctx, "ws", who, c, sub, out, s.log.With(zap.String("route", "ws")))
+	s.serveStream(ctx, "ws", who, c, out, newChanWaiter(ctx, sub, s.drain))
 	return nil
 }
 

@@ -1,0 +1,337 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// A parked connection is an HTTP/1.1 connection that waits for messages (an SSE stream or a
+// long-poll) after bridged took it over from net/http (Hijack). net/http would keep, for every
+// waiting client, a goroutine grown to 16 KiB by the request path, a background reader goroutine,
+// and 10 KiB of read, write and chunking buffers; a parked connection keeps a fresh goroutine
+// blocked in the network poller and nothing else. That goroutine owns the connection:
+//
+//   - It waits in conn.Read with the read deadline set to the next thing it must do (heartbeat,
+//     token expiry, the long-poll's end, its moment in the drain window). A Read that returns
+//     data or EOF means the client left or broke the protocol; one that times out is the timer.
+//   - Wake-ups from other goroutines (Subscription.Notify, Drain, the demo's faults) call poke,
+//     which sets a flag and moves the read deadline to the past. wait sets the deadline first and
+//     reads the flag second, so a poke is never lost between the two.
+//
+// Responses are written straight to the connection, under a write deadline, from pooled buffers.
+// HTTP/2 requests, and requests through writers that cannot be hijacked (tests' recorders), stay
+// on the handler goroutine (serveStream, the long-poll loop in poll.go).
+type parked struct {
+	id    uint64 // picks a parkedSet shard
+	conn  net.Conn
+	woken atomic.Bool
+	cut   context.Context // the demo's fault switch; nil outside demo mode
+}
+
+// inThePast is a deadline that has passed: setting it makes a blocked Read return at once.
+var inThePast = time.Unix(1, 0)
+
+func (p *parked) poke() {
+	p.woken.Store(true)
+	p.conn.SetReadDeadline(inThePast)
+}
+
+var errClientSpoke = errors.New("client sent data on a connection waiting for messages")
+
+// wait blocks until until, a poke, or the client leaving. It reports whether it was poked (and
+// clears the flag, so a poke after wait returns is seen by the next wait); err is non-nil when the
+// connection is done for.
+func (p *parked) wait(until time.Time) (poked bool, err error) {
+	if err := p.conn.SetReadDeadline(until); err != nil {
+		return false, err
+	}
+	if p.woken.Swap(false) {
+		return true, nil
+	}
+	var b [1]byte
+	n, err := p.conn.Read(b[:])
+	switch {
+	case n > 0:
+		return false, errClientSpoke
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return p.woken.Swap(false), nil
+	case err == nil:
+		return false, nil // a zero-byte read: look again
+	default:
+		return false, err
+	}
+}
+
+// cutByFault reports whether the demo's fault controls cut this connection.
+func (p *parked) cutByFault() bool { return p.cut != nil && p.cut.Err() != nil }
+
+// write puts b on the connection under the write deadline.
+func (p *parked) write(b []byte, timeout time.Duration) error {
+	if err := p.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	_, err := p.conn.Write(b)
+	return err
+}
+
+// parkedSet holds the parked connections, so Drain can poke them, and counts their goroutines,
+// so Wait can wait for them (http.Server.Shutdown does not track hijacked connections).
+type parkedSet struct {
+	wg     sync.WaitGroup
+	seq    atomic.Uint64
+	shards [16]struct {
+		sync.Mutex
+		m map[*parked]struct{}
+	}
+}
+
+func (ps *parkedSet) shard(p *parked) *struct {
+	sync.Mutex
+	m map[*parked]struct{}
+} {
+	return &ps.shards[p.id%uint64(len(ps.shards))]
+}
+
+func (ps *parkedSet) add(p *parked) {
+	sh := ps.shard(p)
+	sh.Lock()
+	if sh.m == nil {
+		sh.m = make(map[*parked]struct{})
+	}
+	sh.m[p] = struct{}{}
+	sh.Unlock()
+}
+
+func (ps *parkedSet) remove(p *parked) {
+	sh := ps.shard(p)
+	sh.Lock()
+	delete(sh.m, p)
+	sh.Unlock()
+}
+
+// pokeAll wakes every parked connection; they see the node draining.
+func (ps *parkedSet) pokeAll() {
+	for i := range ps.shards {
+		sh := &ps.shards[i]
+		sh.Lock()
+		for p := range sh.m {
+			p.poke()
+		}
+		sh.Unlock()
+	}
+}
+
+// park takes r's connection over from net/http for a transport that waits. It returns nil, and
+// leaves the request to the handler goroutine, when the connection cannot be taken over (HTTP/2,
+// a writer without Hijack). The buffered bytes net/http had read past the request, if any, are
+// returned so a connection handed back to the listener (keep) reads them first.
+//
+// On success the caller must start the owning goroutine with s.runParked, which registers it for
+// Drain and Wait.
+func (s *Server) park(w http.ResponseWriter, r *http.Request) (*parked, []byte) {
+	if r.ProtoMajor != 1 {
+		return nil, nil
+	}
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, nil
+	}
+	var pending []byte
+	if n := rw.Reader.Buffered(); n > 0 {
+		pending, _ = rw.Reader.Peek(n)
+		pending = append([]byte(nil), pending...)
+	}
+	return &parked{id: s.parked.seq.Add(1), conn: conn}, pending
+}
+
+// runParked runs fn as p's owning goroutine, registered so Drain pokes it and Wait waits for it.
+// When fn returns the connection is closed unless fn handed it back (it then returns false).
+func (s *Server) runParked(p *parked, fn func() (closeConn bool)) {
+	s.parked.wg.Add(1)
+	s.parked.add(p)
+	if s.isDraining() {
+		p.poke() // Drain may have walked the set before p joined it
+	}
+	go func() {
+		defer s.parked.wg.Done()
+		defer s.parked.remove(p)
+		if fn() {
+			p.conn.Close()
+		}
+	}()
+}
+
+// rawResponse is an http.ResponseWriter that buffers a whole response, so the ordinary writers
+// (writeBatch, writeError) can answer on a parked connection.
+type rawResponse struct {
+	header http.Header
+	status int
+	body   []byte
+}
+
+func (rr *rawResponse) Header() http.Header { return rr.header }
+
+func (rr *rawResponse) WriteHeader(status int) {
+	if rr.status == 0 {
+		rr.status = status
+	}
+}
+
+func (rr *rawResponse) Write(b []byte) (int, error) {
+	if rr.status == 0 {
+		rr.status = http.StatusOK
+	}
+	rr.body = append(rr.body, b...)
+	return len(b), nil
+}
+
+// appendHead appends an HTTP/1.1 status line and header block. A negative contentLength means
+// the body runs until the connection closes (an SSE stream), which also implies close.
+func appendHead(b []byte, status int, h http.Header, contentLength int, close bool) []byte {
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(status)...)
+	b = append(b, "\r\n"...)
+	for k, vs := range h {
+		if k == "Connection" || k == "Content-Length" || k == "Transfer-Encoding" {
+			continue
+		}
+		for _, v := range vs {
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	b = append(b, "Date: "...)
+	b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
+	b = append(b, "\r\n"...)
+	if contentLength >= 0 {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, int64(contentLength), 10)
+		b = append(b, "\r\n"...)
+	}
+	if close || contentLength < 0 {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// Listener wraps ln so that keep-alive connections a long-poll took over from net/http go back
+// to the http.Server serving ln once answered, as if newly accepted, instead of being closed.
+// Serve the returned listener; without it long-polls end their connections after answering.
+func (s *Server) Listener(ln net.Listener) net.Listener {
+	l := &reuseListener{
+		Listener: ln,
+		accepted: make(chan acceptResult),
+		back:     make(chan net.Conn, 64),
+		done:     make(chan struct{}),
+	}
+	go l.acceptLoop()
+	return l
+}
+
+// reuseListener merges the connections its listener accepts with those handed back.
+type reuseListener struct {
+	net.Listener
+	accepted  chan acceptResult
+	back      chan net.Conn
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+type acceptResult struct {
+	c   net.Conn
+	err error
+}
+
+// acceptLoop is the listener's goroutine; it ends when the listener is closed.
+func (l *reuseListener) acceptLoop() {
+	for {
+		c, err := l.Listener.Accept()
+		select {
+		case l.accepted <- acceptResult{c, err}:
+		case <-l.done:
+			if c != nil {
+				c.Close()
+			}
+			return
+		}
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+	}
+}
+
+func (l *reuseListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.back:
+		return c, nil
+	case a := <-l.accepted:
+		if a.err != nil {
+			return nil, a.err
+		}
+		return &ownedConn{Conn: a.c, l: l}, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *reuseListener) Close() error {
+	err := net.ErrClosed
+	l.closeOnce.Do(func() {
+		close(l.done)
+		err = l.Listener.Close()
+	})
+	return err
+}
+
+// giveBack hands c to the http.Server as if accepted; it reports false when the listener is closed.
+func (l *reuseListener) giveBack(c *ownedConn) bool {
+	select {
+	case l.back <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+// ownedConn is a connection accepted by a reuseListener, so a parked long-poll knows where to
+// hand it back. pending holds bytes net/http had read past the request (a pipelined request).
+type ownedConn struct {
+	net.Conn
+	l       *reuseListener
+	pending []byte
+}
+
+func (c *ownedConn) Read(b []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(b, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
+// keep hands p's connection back to its listener for the next request. It reports false when
+// that is not possible (the connection came from a plain listener, or it is closing); the caller
+// then closes it.
+func (p *parked) keep(pending []byte) bool {
+	c, ok := p.conn.(*ownedConn)
+	if !ok {
+		return false
+	}
+	if err := c.SetDeadline(time.Time{}); err != nil {
+		return false
+	}
+	c.pending = append(c.pending, pending...)
+	return c.l.giveBack(c)
+}
