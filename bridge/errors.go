@@ -60,10 +60,10 @@ func toAPIError(err error) (e *apiError, internal bool) {
 }
 
 // writeError writes err as the JSON error body. Internal errors are logged here and only here.
-func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+func (s *Server) writeError(w http.ResponseWriter, path string, err error) {
 	e, internal := toAPIError(err)
 	if internal {
-		s.log.Error("internal error", zap.String("path", r.URL.Path), zap.Error(err))
+		s.log.Error("internal error", zap.String("path", path), zap.Error(err))
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
@@ -93,7 +93,7 @@ func (s *Server) api(fn apiFunc) http.Handler {
 			if r.Context().Err() != nil {
 				return // the client left (or the server is closing it): nobody to answer, nothing wrong
 			}
-			s.writeError(w, r, err)
+			s.writeError(w, r.URL.Path, err)
 		}
 	})
 }

@@ -93,7 +93,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 				}
 				s.log.Error("handler panic", zap.String("path", r.URL.Path), zap.Any("panic", v), zap.Stack("stack"))
 				if lw.status == 0 {
-					s.writeError(lw, r, errInternal)
+					s.writeError(lw, r.URL.Path, errInternal)
 				}
 			}
 			if !info.detached {

@@ -232,7 +232,7 @@ func (s *Server) Listener(ln net.Listener) net.Listener {
 	l := &reuseListener{
 		Listener: ln,
 		accepted: make(chan acceptResult),
-		back:     make(chan net.Conn, 64),
+		back:     make(chan net.Conn), // unbuffered: a connection handed back is accepted or closed, never stranded
 		done:     make(chan struct{}),
 	}
 	go l.acceptLoop()

@@ -1,6 +1,8 @@
 package bridge
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -16,7 +18,8 @@ const pollLimit = 1000
 // {"messages":[…],"cursor":"…","reset":bool,"more":bool}.
 //
 // A long-poll follows the one read path (package doc): Subscribe, then Changed → ReadAfter →
-// wait for the change, the deadline, the node draining or the client leaving.
+// wait for the change, the deadline, the node draining or the client leaving. On HTTP/1.1 it
+// waits on a parked connection (park.go), which holds far less memory than net/http's.
 func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	c, err := cache.ParseCursor(q.Get("cursor"))
@@ -50,44 +53,100 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	defer release()
 	sub, err := s.store.Subscribe(r.Context(), user)
 	if err != nil {
+		release()
 		return fmt.Errorf("subscribe: %w", err)
 	}
+	deadline := time.Now().Add(wait)
+	if p, pending := s.park(w, r); p != nil {
+		s.parkLongPoll(p, pending, s.detach(r), user, c, deadline, sub, release, w.Header().Clone(), r.Close)
+		return nil
+	}
+	defer release()
 	defer sub.Close()
 	cut, stop := s.faults.watch(r.Context(), faultLongPoll)
 	defer stop()
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
+	a := s.longPoll(r.Context(), user, c, deadline, newChanWaiter(cut, sub, s.drain))
+	if errors.Is(a.err, context.Canceled) && r.Context().Err() == nil {
+		a.err = errDemoCut // as a gateway that times out before the answer says
+	}
+	if a.err != nil {
+		return a.err
+	}
+	s.writeBatch(w, transport, a.batch)
+	return nil
+}
+
+// longPollEnd is how a long-poll ends: a batch to send, or an error to answer with; gone says
+// the client left (or the demo cut it), so there is nothing, or only that error, to answer.
+type longPollEnd struct {
+	batch cache.Batch
+	err   error
+	gone  bool
+}
+
+// longPoll is the waiting half of a long-poll, on the handler's goroutine or a parked
+// connection's: Changed → ReadAfter → wait for the change, the deadline, the node draining or
+// the client leaving. It counts the outcome.
+func (s *Server) longPoll(ctx context.Context, user string, c cache.Cursor, deadline time.Time, w waiter) longPollEnd {
 	for {
-		changed := sub.Changed()
-		if b, err = s.store.ReadAfter(r.Context(), user, c, pollLimit+1); err != nil {
-			return fmt.Errorf("read stream: %w", err)
+		w.arm()
+		b, err := s.store.ReadAfter(ctx, user, c, pollLimit+1)
+		if err != nil {
+			return longPollEnd{err: fmt.Errorf("read stream: %w", err)}
 		}
 		if len(b.Messages) > 0 || b.Reset {
 			s.metrics.longPollOutcomes.WithLabelValues(map[bool]string{true: "reset", false: "message"}[b.Reset]).Inc()
-			s.writeBatch(w, transport, b)
-			return nil
+			return longPollEnd{batch: b}
 		}
-		select {
-		case <-changed:
-		case <-timer.C:
-			s.metrics.longPollOutcomes.WithLabelValues("timeout").Inc()
-			s.writeBatch(w, transport, b)
-			return nil
-		case <-s.drain:
-			s.metrics.longPollOutcomes.WithLabelValues("shutdown").Inc()
-			s.writeBatch(w, transport, b)
-			return nil
-		case <-cut.Done():
-			if r.Context().Err() == nil {
-				return errDemoCut // as a gateway that times out before the answer says
-			}
+		_, err = w.wait(deadline)
+		switch {
+		case err != nil:
 			s.metrics.longPollOutcomes.WithLabelValues("client_gone").Inc()
-			return nil // the client left; nothing to answer
+			return longPollEnd{err: err, gone: true}
+		case s.isDraining():
+			s.metrics.longPollOutcomes.WithLabelValues("shutdown").Inc()
+			return longPollEnd{batch: b}
+		case !time.Now().Before(deadline):
+			s.metrics.longPollOutcomes.WithLabelValues("timeout").Inc()
+			return longPollEnd{batch: b}
 		}
 	}
+}
+
+// parkLongPoll waits for a long-poll's answer on a parked connection (park.go), writes it, and
+// hands the connection back to its listener for the client's next request (Listener), or closes
+// it when the client asked to (closeAfter) or the listener cannot take it.
+func (s *Server) parkLongPoll(p *parked, pending []byte, logLine func(int, int64), user string, c cache.Cursor, deadline time.Time, sub cache.Subscription, release func(), h http.Header, closeAfter bool) {
+	ctx := context.Background() // the wait outlives the request; the waiter sees the client leave
+	stopCut := func() {}
+	if s.faults != nil {
+		p.cut, stopCut = s.faults.watch(ctx, faultLongPoll)
+		context.AfterFunc(p.cut, p.poke)
+	}
+	sub.Notify(p.poke)
+	s.runParked(p, func() (closeConn bool) {
+		a := s.longPoll(ctx, user, c, deadline, parkedWaiter{p})
+		sub.Close()
+		release()
+		stopCut()
+		if a.gone && !errors.Is(a.err, errDemoCut) {
+			logLine(499, 0) // nginx's "client closed request"
+			return true
+		}
+		rr := &rawResponse{header: h}
+		if a.err != nil {
+			s.writeError(rr, "/v1/poll", a.err)
+		} else {
+			s.writeBatch(rr, "longpoll", a.batch)
+		}
+		buf := appendHead(make([]byte, 0, 512+len(rr.body)), rr.status, rr.header, len(rr.body), closeAfter)
+		buf = append(buf, rr.body...)
+		err := p.write(buf, s.opts.WriteTimeout)
+		logLine(rr.status, int64(len(rr.body)))
+		return err != nil || closeAfter || !p.keep(pending)
+	})
 }
 
 // writeBatch writes a poll answer under a write deadline, so a client that stops reading cannot

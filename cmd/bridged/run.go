@@ -142,7 +142,11 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 
 	serveErr := make(chan error, len(listeners))
 	for _, l := range listeners {
-		go func() { serveErr <- l.srv.Serve(l.ln) }()
+		ln := l.ln
+		if l.scope != bridge.Internal {
+			ln = api.Listener(ln) // long-polls hand their keep-alive connections back through it
+		}
+		go func() { serveErr <- l.srv.Serve(ln) }()
 		log.Info("listening", zap.String("listener", l.name), zap.String("addr", l.ln.Addr().String()),
 			zap.String("store", cfg.Store), zap.Bool("demo", cfg.Demo))
 	}
