@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -165,7 +166,17 @@ func newRecorder() *httptest.ResponseRecorder { return httptest.NewRecorder() }
 // cleanups (those registered later run first), so open client streams end before it waits.
 func (h *harness) serve() *httptest.Server {
 	ts := httptest.NewServer(h.srv)
-	h.t.Cleanup(ts.Close)
+	h.t.Cleanup(func() {
+		ts.Close()
+		// Parked streams are no longer net/http's: end them and wait, so none logs after the test.
+		// (coder/websocket's Close waits up to 5 s for a close handshake a test's client skipped.)
+		h.srv.Drain()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := h.srv.Wait(ctx); err != nil {
+			h.t.Errorf("streams still open after the test: %v", err)
+		}
+	})
 	return ts
 }
 

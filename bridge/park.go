@@ -321,6 +321,12 @@ func (c *ownedConn) Read(b []byte) (int, error) {
 	return c.Conn.Read(b)
 }
 
+// reusable reports whether keep can hand p's connection back (it came through Listener).
+func (p *parked) reusable() bool {
+	_, ok := p.conn.(*ownedConn)
+	return ok
+}
+
 // keep hands p's connection back to its listener for the next request. It reports false when
 // that is not possible (the connection came from a plain listener, or it is closing); the caller
 // then closes it.

@@ -60,7 +60,7 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 	}
 	deadline := time.Now().Add(wait)
 	if p, pending := s.park(w, r); p != nil {
-		s.parkLongPoll(p, pending, s.detach(r), user, c, deadline, sub, release, w.Header().Clone(), r.Close)
+		s.parkLongPoll(p, pending, s.detach(r), user, c, deadline, sub, release, w.Header().Clone(), r.Close || !p.reusable())
 		return nil
 	}
 	defer release()
@@ -145,7 +145,7 @@ func (s *Server) parkLongPoll(p *parked, pending []byte, logLine func(int, int64
 		buf = append(buf, rr.body...)
 		err := p.write(buf, s.opts.WriteTimeout)
 		logLine(rr.status, int64(len(rr.body)))
-		return err != nil || closeAfter || !p.keep(pending)
+		return err != nil || closeAfter || !p.keep(pending) // a refused keep says nothing new: close
 	})
 }
 

@@ -90,10 +90,21 @@ func (s *Server) ws(w http.ResponseWriter, r *http.Request) error {
 	defer s.wsConns.Done()
 	defer conn.CloseNow()
 
-	// CloseRead's goroutine (owned by the library, ended by CloseNow above) reads control
-	// frames, answers pings, sees our pongs, and cancels ctx when the peer goes away.
-	ctx := conn.CloseRead(r.Context())
-	ctx, stop := s.faults.watch(ctx, faultWS, faultLongPoll)
+	// The reader goroutine reads control frames (the library answers pings and sees our pongs)
+	// and cancels ctx when the peer goes away or breaks the protocol; CloseNow above ends it.
+	// It replaces the library's CloseRead, whose goroutine, on a data message, waits for itself
+	// for 15 s in Close (coder/websocket 1.8.15).
+	readCtx, cancelRead := context.WithCancel(r.Context())
+	readDone := make(chan struct{})
+	defer func() { conn.CloseNow(); <-readDone }() // CloseNow ends the reader
+	go func() {
+		defer close(readDone)
+		defer cancelRead()
+		if _, _, err := conn.Reader(readCtx); err == nil {
+			conn.Close(websocket.StatusPolicyViolation, "unexpected data message")
+		}
+	}()
+	ctx, stop := s.faults.watch(readCtx, faultWS, faultLongPoll)
 	defer stop()
 	out := &wsWriter{conn: conn, ctx: ctx, timeout: s.opts.WriteTimeout}
 	s.serveStream(ctx, "ws", who, c, out, newChanWaiter(ctx, sub, s.drain))

@@ -47,6 +47,7 @@ func mustDialWS(t *testing.T, base, query, tok string) *wsClient {
 	if err != nil {
 		t.Fatalf("dial /v1/ws%s: %v (%v)", query, err, resp)
 	}
+	t.Cleanup(func() { c.conn.CloseNow() }) // before the server's cleanup waits for its side
 	return c
 }
 
