@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"net/http/httptest"
@@ -68,7 +69,10 @@ func BenchmarkSSEIdleConnection(b *testing.B) {
 	for b.Loop() {
 		srv, _ := benchServer(b)
 		ts := httptest.NewServer(srv)
-		tok := token(b, "u", time.Hour)
+		toks := make([]string, n) // one user per connection, as BRIDGE_MAX_CONNECTIONS_PER_USER wants
+		for i := range toks {
+			toks[i] = token(b, fmt.Sprint("u", i), time.Hour)
+		}
 		before := goMemory()
 		conns := make([]net.Conn, 0, n)
 		buf := make([]byte, 4096)
@@ -77,7 +81,7 @@ func BenchmarkSSEIdleConnection(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			fmt.Fprintf(c, "GET /v1/sse HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", tok)
+			fmt.Fprintf(c, "GET /v1/sse HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", toks[i])
 			// Read until the hello frame has arrived: the stream is then parked.
 			var got []byte
 			for !bytes.Contains(got, []byte("event: hello")) {
@@ -86,6 +90,9 @@ func BenchmarkSSEIdleConnection(b *testing.B) {
 					b.Fatalf("conn %d: %v", i, err)
 				}
 				got = append(got, buf[:k]...)
+				if len(got) >= 12 && !bytes.HasPrefix(got, []byte("HTTP/1.1 200")) {
+					b.Fatalf("conn %d: %s", i, got)
+				}
 			}
 			conns = append(conns, c)
 		}
@@ -96,6 +103,12 @@ func BenchmarkSSEIdleConnection(b *testing.B) {
 			c.Close()
 		}
 		ts.Close()
+		srv.Drain()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := srv.Wait(ctx); err != nil {
+			b.Fatalf("streams still open: %v", err)
+		}
+		cancel()
 	}
 }
 
