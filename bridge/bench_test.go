@@ -3,6 +3,7 @@ package bridge
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/http/httptest"
 	"runtime"
@@ -105,4 +106,75 @@ func goMemory() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse + m.StackInuse
+}
+
+// batchBody is a publish body of n messages of about 100 bytes of data each, to n users.
+func batchBody(n int) string {
+	var b strings.Builder
+	b.WriteString(`{"messages":[`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"user":"u%d","event":"chat.msg","data":{"text":"a message of about one hundred bytes, typical of a chat line","n":%d}}`, i, i)
+	}
+	b.WriteString(`]}`)
+	return b.String()
+}
+
+// BenchmarkPublishBatchHandler measures POST /v1/publish of a batch of 100 messages through the
+// whole handler chain, without the network; ns/op is per request, not per message.
+func BenchmarkPublishBatchHandler(b *testing.B) {
+	srv, _ := benchServer(b)
+	body := batchBody(100)
+	b.ReportAllocs()
+	for b.Loop() {
+		req := httptest.NewRequest("POST", "/v1/publish", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testPublishKey)
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, req)
+		if rec.Code != 200 {
+			b.Fatal(rec.Code, rec.Body)
+		}
+	}
+}
+
+// BenchmarkPublishDecode measures reading, decoding and validating a publish body alone (no
+// store, no middleware): the part of a publish the body's format decides.
+func BenchmarkPublishDecode(b *testing.B) {
+	srv, _ := benchServer(b)
+	for _, tt := range []struct {
+		name, body string
+	}{
+		{"messages=1", `{"user":"u1","event":"message","data":{"text":"a message of about one hundred bytes, typical of a chat line"}}`},
+		{"messages=100", batchBody(100)},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			rd := strings.NewReader(tt.body)
+			req := httptest.NewRequest("POST", "/v1/publish", rd)
+			w := httptest.NewRecorder()
+			b.SetBytes(int64(len(tt.body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				rd.Reset(tt.body)
+				req.Body = io.NopCloser(rd)
+				if _, err := srv.decodePublish(w, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkVerifyToken measures checking one HS256 subscriber token, the work every poll,
+// long-poll and stream does before it reads.
+func BenchmarkVerifyToken(b *testing.B) {
+	srv, _ := benchServer(b)
+	tok := token(b, "u", time.Hour)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := srv.verifyToken(tok); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
