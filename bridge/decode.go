@@ -97,8 +97,9 @@ func (b *publishBody) parsePublish(in []byte) bool {
 // jsonParser reads JSON from in at i. Its methods report false when the input is not what they
 // handle; the parse is then abandoned.
 type jsonParser struct {
-	in []byte
-	i  int
+	in    []byte
+	i     int
+	event string // the last event name read: a batch's messages often share one
 }
 
 // maxFastDepth bounds the nesting parsePublish follows inside data; deeper data is left to
@@ -192,11 +193,16 @@ func (p *jsonParser) itemMember(it *publishItem, seen *uint8, name []byte) bool 
 	if !ok {
 		return false
 	}
-	switch string(s) {
-	case "message": // the usual event: no copy
+	switch {
+	case string(s) == "message": // the default event, often sent: no copy
 		*dst = "message"
+	case dst == &it.Event && string(s) == p.event:
+		*dst = p.event
 	default:
 		*dst = string(s)
+		if dst == &it.Event {
+			p.event = *dst
+		}
 	}
 	return true
 }

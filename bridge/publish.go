@@ -117,8 +117,8 @@ func (s *Server) decodePublish(w http.ResponseWriter, r *http.Request) ([]cache.
 		if readErr != nil {
 			rd = io.MultiReader(rd, errReader{readErr})
 		}
-		body = publishBody{}
-		if err := decodeJSON(rd, &body, s.opts.MaxBodyBytes); err != nil {
+		var err error
+		if body, err = decodeJSON(rd, s.opts.MaxBodyBytes); err != nil {
 			return nil, err
 		}
 	}
@@ -155,19 +155,20 @@ func (s *Server) decodePublish(w http.ResponseWriter, r *http.Request) ([]cache.
 
 // decodeJSON decodes one publish body from rd with encoding/json: unknown members refused, and
 // nothing but whitespace after the object.
-func decodeJSON(rd io.Reader, body *publishBody, limit int64) error {
+func decodeJSON(rd io.Reader, limit int64) (publishBody, error) {
 	dec := json.NewDecoder(rd)
 	dec.DisallowUnknownFields()
+	body := new(publishBody) // on the heap here only: the fast path's stays on the stack
 	if err := dec.Decode(body); err != nil {
-		return decodeError(err, limit)
+		return publishBody{}, decodeError(err, limit)
 	}
 	if err := dec.Decode(&struct{}{}); err != io.EOF {
 		if mbe, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return decodeError(mbe, limit)
+			return publishBody{}, decodeError(mbe, limit)
 		}
-		return badRequest("bad_json", "the body must hold exactly one JSON object")
+		return publishBody{}, badRequest("bad_json", "the body must hold exactly one JSON object")
 	}
-	return nil
+	return *body, nil
 }
 
 func decodeError(err error, limit int64) error {
