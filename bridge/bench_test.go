@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/bridged/bridged/cache"
@@ -187,6 +188,38 @@ func BenchmarkVerifyToken(b *testing.B) {
 			if _, err := srv.verifyToken(tok); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+}
+
+// BenchmarkCountDelivered measures counting one delivered message (counter and latency
+// histogram by transport), which every poll answer and stream write does.
+func BenchmarkCountDelivered(b *testing.B) {
+	srv, _ := benchServer(b)
+	now := time.Now()
+	batch := cache.Batch{Messages: []cache.Message{{Time: now.Add(-time.Millisecond)}}}
+	b.ReportAllocs()
+	for b.Loop() {
+		srv.countDelivered("longpoll", &batch, now)
+	}
+}
+
+// BenchmarkLabeledCounter measures finding and incrementing one series of a one-label counter
+// vector, as poll.go counts long-poll outcomes: through the vector's WithLabelValues (hash and
+// lock per call) or a resolvedCounterVec's.
+func BenchmarkLabeledCounter(b *testing.B) {
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "x_total", Help: "x"}, []string{"outcome"})
+	r := resolveCounters(vec, longPollOutcomes)
+	b.Run("vector", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			vec.WithLabelValues("timeout").Inc()
+		}
+	})
+	b.Run("resolved", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			r.WithLabelValues("timeout").Inc()
 		}
 	})
 }
