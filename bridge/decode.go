@@ -66,7 +66,9 @@ func (b *publishBody) parsePublish(in []byte) bool {
 		if b.Messages != nil || !p.next('[') {
 			return false
 		}
-		b.Messages = []publishItem{}
+		// Room for the messages up front: an estimate ("user" may also occur inside data),
+		// capped so a body cannot make it reserve more than a 1024-message batch needs.
+		b.Messages = make([]publishItem, 0, min(bytes.Count(p.in[p.i:], []byte(`"user"`)), 1024))
 		p.ws()
 		if p.next(']') {
 			return true
