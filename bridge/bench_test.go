@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http/httptest"
 	"runtime"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/bridged/bridged/cache"
@@ -118,4 +120,119 @@ func goMemory() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse + m.StackInuse
+}
+
+// batchBody is a publish body of n messages of about 100 bytes of data each, to n users.
+func batchBody(n int) string {
+	var b strings.Builder
+	b.WriteString(`{"messages":[`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"user":"u%d","event":"chat.msg","data":{"text":"a message of about one hundred bytes, typical of a chat line","n":%d}}`, i, i)
+	}
+	b.WriteString(`]}`)
+	return b.String()
+}
+
+// BenchmarkPublishBatchHandler measures POST /v1/publish of a batch of 100 messages through the
+// whole handler chain, without the network; ns/op is per request, not per message.
+func BenchmarkPublishBatchHandler(b *testing.B) {
+	srv, _ := benchServer(b)
+	body := batchBody(100)
+	b.ReportAllocs()
+	for b.Loop() {
+		req := httptest.NewRequest("POST", "/v1/publish", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testPublishKey)
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, req)
+		if rec.Code != 200 {
+			b.Fatal(rec.Code, rec.Body)
+		}
+	}
+}
+
+// BenchmarkPublishDecode measures reading, decoding and validating a publish body alone (no
+// store, no middleware): the part of a publish the body's format decides.
+func BenchmarkPublishDecode(b *testing.B) {
+	srv, _ := benchServer(b)
+	for _, tt := range []struct {
+		name, body string
+	}{
+		{"messages=1", `{"user":"u1","event":"message","data":{"text":"a message of about one hundred bytes, typical of a chat line"}}`},
+		{"messages=100", batchBody(100)},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			rd := strings.NewReader(tt.body)
+			req := httptest.NewRequest("POST", "/v1/publish", rd)
+			w := httptest.NewRecorder()
+			b.SetBytes(int64(len(tt.body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				rd.Reset(tt.body)
+				req.Body = io.NopCloser(rd)
+				if _, err := srv.decodePublish(w, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkVerifyToken measures checking one HS256 subscriber token, the work every poll,
+// long-poll and stream does before it reads: cold is the parser's whole check (what a token seen
+// for the first time costs, cache insertion aside), cached a token the keys have accepted before.
+func BenchmarkVerifyToken(b *testing.B) {
+	srv, _ := benchServer(b)
+	tok := token(b, "u", time.Hour)
+	b.Run("cold", func(b *testing.B) {
+		ring := srv.keys.ring.Load()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := srv.parseToken(ring, tok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := srv.verifyToken(tok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkCountDelivered measures counting one delivered message (counter and latency
+// histogram by transport), which every poll answer and stream write does.
+func BenchmarkCountDelivered(b *testing.B) {
+	srv, _ := benchServer(b)
+	now := time.Now()
+	batch := cache.Batch{Messages: []cache.Message{{Time: now.Add(-time.Millisecond)}}}
+	b.ReportAllocs()
+	for b.Loop() {
+		srv.countDelivered("longpoll", &batch, now)
+	}
+}
+
+// BenchmarkLabeledCounter measures finding and incrementing one series of a one-label counter
+// vector, as poll.go counts long-poll outcomes: through the vector's WithLabelValues (hash and
+// lock per call) or a resolvedCounterVec's.
+func BenchmarkLabeledCounter(b *testing.B) {
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "x_total", Help: "x"}, []string{"outcome"})
+	r := resolveCounters(vec, longPollOutcomes)
+	b.Run("vector", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			vec.WithLabelValues("timeout").Inc()
+		}
+	})
+	b.Run("resolved", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			r.WithLabelValues("timeout").Inc()
+		}
+	})
 }

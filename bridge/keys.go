@@ -42,10 +42,13 @@ type Keys struct {
 	stamp map[string]fileStamp
 }
 
-// keyring is one immutable generation of keys.
+// keyring is one generation of keys. The keys never change; a reload makes a new keyring, and
+// with it an empty tokens cache, so nothing a retired key verified outlives it.
 type keyring struct {
 	hmac []byte
 	pubs []publicKey
+
+	tokens tokenCache // tokens these keys have verified (auth.go)
 }
 
 // publicKey is a verification key and the one algorithm it verifies: the algorithm is pinned
@@ -131,19 +134,25 @@ func (k *Keys) Watch(ctx context.Context, interval time.Duration, log *zap.Logge
 			return
 		case <-t.C:
 		}
-		if !k.changed() {
-			continue
-		}
-		k.mu.Lock()
-		ring, err := k.load()
-		k.mu.Unlock()
-		if err != nil {
-			log.Warn("token keys not reloaded; keeping the previous ones", zap.Error(err))
-			continue
-		}
-		k.ring.Store(ring)
-		log.Info("token keys reloaded", zap.Int("public_keys", len(ring.pubs)))
+		k.reload(log)
 	}
+}
+
+// reload loads the key files again if one has changed since the last load. A file that fails to
+// load leaves the previous keys in place and is logged.
+func (k *Keys) reload(log *zap.Logger) {
+	if !k.changed() {
+		return
+	}
+	k.mu.Lock()
+	ring, err := k.load()
+	k.mu.Unlock()
+	if err != nil {
+		log.Warn("token keys not reloaded; keeping the previous ones", zap.Error(err))
+		return
+	}
+	k.ring.Store(ring)
+	log.Info("token keys reloaded", zap.Int("public_keys", len(ring.pubs)))
 }
 
 func (k *Keys) changed() bool {
@@ -164,10 +173,9 @@ func (k *Keys) changed() bool {
 	return false
 }
 
-// keyFor is the jwt.Keyfunc: it returns the key, or keys, that may verify t, and refuses any
-// algorithm no configured key is pinned to.
-func (k *Keys) keyFor(t *jwt.Token) (any, error) {
-	ring := k.ring.Load()
+// keyFor is the jwt.Keyfunc: it returns the key, or keys, of this generation that may verify
+// t, and refuses any algorithm no configured key is pinned to.
+func (ring *keyring) keyFor(t *jwt.Token) (any, error) {
 	alg := t.Method.Alg()
 	if alg == jwt.SigningMethodHS256.Alg() {
 		if len(ring.hmac) == 0 {

@@ -15,19 +15,58 @@ import (
 type metrics struct {
 	registry *prometheus.Registry
 
-	connectionsTotal  *prometheus.CounterVec // transport
-	connectionRefused *prometheus.CounterVec // reason: user_limit, node_limit
+	connectionsTotal  resolvedCounterVec // transport
+	connectionRefused resolvedCounterVec // reason: user_limit, node_limit
 	published         prometheus.Counter
-	publishRequests   *prometheus.CounterVec // outcome
+	publishRequests   resolvedCounterVec // outcome
 	publishDuration   prometheus.Histogram
 	delivered         *prometheus.CounterVec // transport
 	deliveryLatency   *prometheus.HistogramVec
 	resets            *prometheus.CounterVec // transport
-	refused           *prometheus.CounterVec // reason
-	longPollOutcomes  *prometheus.CounterVec // outcome
-	authFailures      *prometheus.CounterVec // reason
+	refused           resolvedCounterVec     // reason
+	longPollOutcomes  resolvedCounterVec     // outcome
+	authFailures      resolvedCounterVec     // reason
 	streamEnds        *prometheus.CounterVec // transport, reason
 	rungChanges       *prometheus.CounterVec // direction, from, to, reason
+
+	deliveries map[string]*deliveryMetrics // by transport, poll included; see countDelivered
+}
+
+// resolvedCounterVec is a one-label CounterVec whose series for the label's bounded values are
+// resolved once, when newMetrics creates them. Its WithLabelValues answers those values from a
+// read-only map: the vector's own hashes the value and takes the vector's lock on every call,
+// which the per-request paths (publish, poll, auth) should not pay. Other values go to the
+// vector as before.
+type resolvedCounterVec struct {
+	*prometheus.CounterVec
+	known map[string]prometheus.Counter
+}
+
+func resolveCounters(vec *prometheus.CounterVec, values ...[]string) resolvedCounterVec {
+	r := resolvedCounterVec{CounterVec: vec, known: map[string]prometheus.Counter{}}
+	for _, vs := range values {
+		for _, v := range vs {
+			r.known[v] = vec.WithLabelValues(v)
+		}
+	}
+	return r
+}
+
+// WithLabelValues returns the series for lvs, like prometheus.CounterVec's.
+func (r resolvedCounterVec) WithLabelValues(lvs ...string) prometheus.Counter {
+	if len(lvs) == 1 {
+		if c, ok := r.known[lvs[0]]; ok {
+			return c
+		}
+	}
+	return r.CounterVec.WithLabelValues(lvs...)
+}
+
+// deliveryMetrics are one transport's series of the delivery metrics.
+type deliveryMetrics struct {
+	delivered prometheus.Counter
+	latency   prometheus.Observer
+	resets    prometheus.Counter
 }
 
 // Bounded label values.
@@ -43,13 +82,13 @@ func newMetrics(reg *prometheus.Registry, store cache.Store, conns *connLimiter)
 	f := func(c prometheus.Collector) { reg.MustRegister(c) }
 	m := &metrics{registry: reg}
 
-	m.connectionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+	connectionsTotalVec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bridged_connections_total", Help: "Streams and waiting long-polls accepted, by transport."}, []string{"transport"})
-	m.connectionRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+	connectionRefusedVec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bridged_connections_refused_total", Help: "Streams and long-polls refused by the connection caps (429 user_limit, 503 node_limit)."}, []string{"reason"})
 	m.published = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "bridged_published_messages_total", Help: "Messages acknowledged by POST /v1/publish (idempotent repeats included)."})
-	m.publishRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+	publishRequestsVec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bridged_publish_requests_total", Help: "POST /v1/publish requests by outcome."}, []string{"outcome"})
 	m.publishDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "bridged_publish_duration_seconds", Help: "Time to handle a publish request, decode to answer.",
@@ -61,11 +100,11 @@ func newMetrics(reg *prometheus.Registry, store cache.Store, conns *connLimiter)
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"transport"})
 	m.resets = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bridged_resets_total", Help: "Reset notices sent: a client was told messages after its cursor are gone."}, []string{"transport"})
-	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+	refusedVec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bridged_messages_refused_total", Help: "Messages refused at publish, by reason."}, []string{"reason"})
-	m.longPollOutcomes = prometheus.NewCounterVec(prometheus.CounterOpts{
+	longPollOutcomesVec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bridged_longpoll_outcomes_total", Help: "How waiting long-polls ended."}, []string{"outcome"})
-	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+	authFailuresVec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bridged_auth_failures_total", Help: "Requests refused for their credentials, by reason."}, []string{"reason"})
 	m.streamEnds = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bridged_stream_ends_total", Help: "Why SSE and WebSocket streams ended."}, []string{"transport", "reason"})
@@ -73,41 +112,34 @@ func newMetrics(reg *prometheus.Registry, store cache.Store, conns *connLimiter)
 		Name: "bridged_client_rung_changes_total", Help: "Client ladder moves the browser client reported, by direction, rungs and reason."},
 		[]string{"direction", "from", "to", "reason"})
 
-	for _, c := range []prometheus.Collector{m.connectionsTotal, m.connectionRefused, m.published, m.publishRequests,
-		m.publishDuration, m.delivered, m.deliveryLatency, m.resets, m.refused, m.longPollOutcomes, m.authFailures,
+	for _, c := range []prometheus.Collector{connectionsTotalVec, connectionRefusedVec, m.published, publishRequestsVec,
+		m.publishDuration, m.delivered, m.deliveryLatency, m.resets, refusedVec, longPollOutcomesVec, authFailuresVec,
 		m.streamEnds, m.rungChanges} {
 		f(c)
 	}
-	// Pre-create the bounded series so dashboards and alerts see zeros, not gaps.
+	// Create the bounded series up front, so dashboards and alerts see zeros, not gaps, and
+	// resolve the ones the per-request paths count.
 	for _, t := range transportNames {
-		m.connectionsTotal.WithLabelValues(t)
-		m.delivered.WithLabelValues(t)
-		m.resets.WithLabelValues(t)
 		for _, r := range streamEndReasons {
 			if t != "longpoll" {
 				m.streamEnds.WithLabelValues(t, r)
 			}
 		}
 	}
-	m.resets.WithLabelValues("poll")
-	m.delivered.WithLabelValues("poll")
-	for _, t := range []string{"sse", "longpoll", "poll", "ws"} {
-		m.deliveryLatency.WithLabelValues(t)
+	m.connectionsTotal = resolveCounters(connectionsTotalVec, transportNames[:])
+	m.connectionRefused = resolveCounters(connectionRefusedVec, []string{"user_limit", "node_limit"})
+	m.publishRequests = resolveCounters(publishRequestsVec, publishOutcomes)
+	m.longPollOutcomes = resolveCounters(longPollOutcomesVec, longPollOutcomes)
+	m.authFailures = resolveCounters(authFailuresVec, authReasons)
+	m.refused = resolveCounters(refusedVec, refusedReasons)
+	m.deliveries = map[string]*deliveryMetrics{}
+	for _, t := range []string{"sse", "longpoll", "ws", "poll"} {
+		m.deliveries[t] = &deliveryMetrics{
+			delivered: m.delivered.WithLabelValues(t),
+			latency:   m.deliveryLatency.WithLabelValues(t),
+			resets:    m.resets.WithLabelValues(t),
+		}
 	}
-	for _, o := range publishOutcomes {
-		m.publishRequests.WithLabelValues(o)
-	}
-	for _, o := range longPollOutcomes {
-		m.longPollOutcomes.WithLabelValues(o)
-	}
-	for _, r := range authReasons {
-		m.authFailures.WithLabelValues(r)
-	}
-	for _, r := range refusedReasons {
-		m.refused.WithLabelValues(r)
-	}
-	m.connectionRefused.WithLabelValues("user_limit")
-	m.connectionRefused.WithLabelValues("node_limit")
 
 	// Gauges read at scrape time from where the truth lives.
 	connGauge := prometheus.NewDesc("bridged_connections", "Open SSE/WebSocket streams and waiting long-polls, by transport.", []string{"transport"}, nil)
@@ -188,12 +220,15 @@ func (s *Server) countDelivered(transport string, b *cache.Batch, now time.Time)
 	if len(b.Messages) == 0 && !b.Reset {
 		return
 	}
-	s.metrics.delivered.WithLabelValues(transport).Add(float64(len(b.Messages)))
-	lat := s.metrics.deliveryLatency.WithLabelValues(transport)
+	d := s.metrics.deliveries[transport]
+	if d == nil { // not one of transportNames or poll: a new transport's series are made here
+		d = &deliveryMetrics{s.metrics.delivered.WithLabelValues(transport), s.metrics.deliveryLatency.WithLabelValues(transport), s.metrics.resets.WithLabelValues(transport)}
+	}
+	d.delivered.Add(float64(len(b.Messages)))
 	for i := range b.Messages {
-		lat.Observe(now.Sub(b.Messages[i].Time).Seconds())
+		d.latency.Observe(now.Sub(b.Messages[i].Time).Seconds())
 	}
 	if b.Reset {
-		s.metrics.resets.WithLabelValues(transport).Inc()
+		d.resets.Inc()
 	}
 }

@@ -151,3 +151,19 @@ func TestDocsNameRealMetrics(t *testing.T) {
 		}
 	}
 }
+
+func TestResolvedCountersAreTheVectorsOwn(t *testing.T) {
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "x_total", Help: "x"}, []string{"l"})
+	r := resolveCounters(vec, []string{"known"})
+	r.WithLabelValues("known").Inc()
+	r.WithLabelValues("other").Add(2)
+	for label, want := range map[string]float64{"known": 1, "other": 2} {
+		var m dto.Metric
+		if err := vec.WithLabelValues(label).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.Counter.GetValue(); got != want {
+			t.Errorf("l=%s: %v, want %v", label, got, want)
+		}
+	}
+}

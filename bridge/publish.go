@@ -94,21 +94,33 @@ func (s *Server) countPublish(err error, messages int, start time.Time) {
 	}
 }
 
+// decodePublish reads the whole body (at most BRIDGE_MAX_BODY_BYTES, within publishBodyTimeout),
+// decodes it (decode.go: the usual shapes by hand, anything else by encoding/json, to the same
+// result) and validates every message.
 func (s *Server) decodePublish(w http.ResponseWriter, r *http.Request) ([]cache.Draft, error) {
 	if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(publishBodyTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return nil, fmt.Errorf("set read deadline: %w", err)
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
-	dec.DisallowUnknownFields()
-	var body publishBody
-	if err := dec.Decode(&body); err != nil {
-		return nil, decodeError(err, s.opts.MaxBodyBytes)
-	}
-	if err := dec.Decode(&struct{}{}); err != io.EOF {
-		if mbe, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return nil, decodeError(mbe, s.opts.MaxBodyBytes)
+	bufp := bodyBufs.Get().(*[]byte)
+	in, readErr := readBody(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes), (*bufp)[:0], r.ContentLength)
+	defer func() {
+		if cap(in) <= maxPooledBody {
+			*bufp = in
+			bodyBufs.Put(bufp)
 		}
-		return nil, badRequest("bad_json", "the body must hold exactly one JSON object")
+	}()
+	var body publishBody
+	if readErr != nil || !body.parsePublish(in) {
+		// encoding/json reads the same bytes, then the same read error (a *http.MaxBytesError
+		// past the limit), as it would have straight from the body.
+		var rd io.Reader = bytes.NewReader(in)
+		if readErr != nil {
+			rd = io.MultiReader(rd, errReader{readErr})
+		}
+		var err error
+		if body, err = decodeJSON(rd, s.opts.MaxBodyBytes); err != nil {
+			return nil, err
+		}
 	}
 
 	single := body.User != "" || body.Event != "" || body.Data != nil || body.Key != ""
@@ -139,6 +151,24 @@ func (s *Server) decodePublish(w http.ResponseWriter, r *http.Request) ([]cache.
 		drafts[i] = d
 	}
 	return drafts, nil
+}
+
+// decodeJSON decodes one publish body from rd with encoding/json: unknown members refused, and
+// nothing but whitespace after the object.
+func decodeJSON(rd io.Reader, limit int64) (publishBody, error) {
+	dec := json.NewDecoder(rd)
+	dec.DisallowUnknownFields()
+	body := new(publishBody) // on the heap here only: the fast path's stays on the stack
+	if err := dec.Decode(body); err != nil {
+		return publishBody{}, decodeError(err, limit)
+	}
+	if err := dec.Decode(&struct{}{}); err != io.EOF {
+		if mbe, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return publishBody{}, decodeError(mbe, limit)
+		}
+		return publishBody{}, badRequest("bad_json", "the body must hold exactly one JSON object")
+	}
+	return *body, nil
 }
 
 func decodeError(err error, limit int64) error {
