@@ -42,7 +42,11 @@ func (s *Server) detach(r *http.Request) (logLine func(status int, bytes int64))
 // logRequest writes the access log line: the path but never the query string, which may hold a
 // token or ticket.
 func (s *Server) logRequest(method, path, remote string, status int, bytes int64, d time.Duration, transport string) {
-	s.log.Info("request",
+	ce := s.log.Check(zap.InfoLevel, "request") // nil below the level: no fields built
+	if ce == nil {
+		return
+	}
+	ce.Write(
 		zap.String("method", method),
 		zap.String("path", path),
 		zap.Int("status", status),

@@ -97,7 +97,11 @@ func (s *Server) longPoll(ctx context.Context, user string, c cache.Cursor, dead
 			return longPollEnd{err: fmt.Errorf("read stream: %w", err)}
 		}
 		if len(b.Messages) > 0 || b.Reset {
-			s.metrics.longPollOutcomes.WithLabelValues(map[bool]string{true: "reset", false: "message"}[b.Reset]).Inc()
+			outcome := "message"
+			if b.Reset {
+				outcome = "reset"
+			}
+			s.metrics.longPollOutcomes.WithLabelValues(outcome).Inc()
 			return longPollEnd{batch: b}
 		}
 		_, err = w.wait(deadline)
