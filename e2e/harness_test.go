@@ -128,12 +128,18 @@ func startDaemonArgs(tb testing.TB, env map[string]string, argv ...string) *daem
 	for {
 		r, err := d.tryDo(tb.Context(), "GET", "/readyz", "", nil, nil)
 		if err == nil && r.status == http.StatusOK {
-			if env["BRIDGE_INTERNAL_ADDR"] != "" {
-				sink.mu.Lock()
-				d.internal = "http://" + sink.internal // both lines are logged before serving starts
-				sink.mu.Unlock()
+			// The internal listener's line may come after the public one serves, and the log
+			// reaches the sink through a pipe: wait for it too.
+			sink.mu.Lock()
+			internal := sink.internal
+			sink.mu.Unlock()
+			if env["BRIDGE_INTERNAL_ADDR"] == "" {
+				return d
 			}
-			return d
+			if internal != "" {
+				d.internal = "http://" + internal
+				return d
+			}
 		}
 		select {
 		case <-d.exited:
