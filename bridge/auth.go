@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -60,7 +61,10 @@ func (s *Server) subscriberOnly(cred credential, next apiFunc) apiFunc {
 		var sub subscriber
 		var err error
 		tok := bearer(r)
-		q := r.URL.Query()
+		var q url.Values
+		if tok == "" {
+			q = r.URL.Query() // parsed only when the credential may be in it
+		}
 		switch {
 		case tok != "":
 			sub, err = s.verifyToken(tok)
