@@ -40,6 +40,7 @@ type Config struct {
 	StreamMaxMessages int           `env:"STREAM_MAX_MESSAGES" envDefault:"1000"`
 	StreamMaxBytes    ByteSize      `env:"STREAM_MAX_BYTES" envDefault:"1MiB"`
 	MaxMemory         ByteSize      `env:"MAX_MEMORY" envDefault:"256MiB"`
+	MemoryLimit       ByteSize      `env:"MEMORY_LIMIT"` // 0: derived (memlimit.go); GOMEMLIMIT wins over both
 	MaxMessageBytes   ByteSize      `env:"MAX_MESSAGE_BYTES" envDefault:"64KiB"`
 	MaxBatch          int           `env:"MAX_BATCH" envDefault:"1000"`
 	MaxBodyBytes      ByteSize      `env:"MAX_BODY_BYTES" envDefault:"16MiB"`
@@ -188,6 +189,9 @@ func (c *Config) validate() error {
 	}
 	if c.StreamMaxBytes > c.MaxMemory {
 		bad("STREAM_MAX_BYTES", "(%d) must not exceed BRIDGE_MAX_MEMORY (%d)", c.StreamMaxBytes, c.MaxMemory)
+	}
+	if c.Store == "memory" && c.MemoryLimit != 0 && c.MemoryLimit <= c.MaxMemory {
+		bad("MEMORY_LIMIT", "(%d) must exceed BRIDGE_MAX_MEMORY (%d), which the store alone may hold; 0 derives it", c.MemoryLimit, c.MaxMemory)
 	}
 	if c.MaxBatch > 100_000 {
 		bad("MAX_BATCH", "must be at most 100000")

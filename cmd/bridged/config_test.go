@@ -75,6 +75,8 @@ func TestLoadNamesInvalidVariables(t *testing.T) {
 		{"BRIDGE_MAX_CONNECTIONS_PER_USER=-1", "BRIDGE_MAX_CONNECTIONS_PER_USER"},
 		{"BRIDGE_WRITE_TIMEOUT=0s", "BRIDGE_WRITE_TIMEOUT"},
 		{"BRIDGE_READ_HEADER_TIMEOUT=x", "BRIDGE_READ_HEADER_TIMEOUT"},
+		{"BRIDGE_MEMORY_LIMIT=256MiB", "BRIDGE_MEMORY_LIMIT"}, // not above BRIDGE_MAX_MEMORY
+		{"BRIDGE_MEMORY_LIMIT=auto", "BRIDGE_MEMORY_LIMIT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.set, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -63,6 +64,11 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 		log.Warn("DEMO MODE: serving the demo page, minting tokens for anyone and publishing mock messages; do not expose this node",
 			zap.String("why", why), zap.Strings("demo_users", demoUsers))
 	}
+
+	// Before the store and the listeners, so that the first bytes they take are under it.
+	conns := new(atomic.Int64) // open connections on every listener
+	memLimit := newMemoryLimiter(planMemoryLimit(cfg, environ), conns)
+	memLimit.start(log)
 
 	store, err := openStore(ctx, cfg, log)
 	if err != nil {
@@ -129,6 +135,7 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 			}
 			return fmt.Errorf("%s: %w", l.name, err)
 		}
+		l.ln = countListener{Listener: l.ln, open: conns}
 		l.srv = &http.Server{
 			Handler:           api.Handler(l.scope),
 			ReadHeaderTimeout: cfg.ReadHeaderTimeout, // slowloris: headers must arrive in time
@@ -155,6 +162,7 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 	workCtx, stopWork := context.WithCancel(ctx)
 	defer func() { stopWork(); workers.Wait() }()
 	workers.Go(func() { keys.Watch(workCtx, 5*time.Second, log) })
+	workers.Go(func() { memLimit.follow(workCtx, time.Second) })
 	if cfg.Demo {
 		workers.Go(func() { mockPublisher(workCtx, store, log) })
 	}

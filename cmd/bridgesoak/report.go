@@ -16,11 +16,12 @@ import (
 // bridged's RSS grew by 49–59 KiB per client connection held (an SSE stream, or a long-poll with
 // its keep-alive connection) in the short soak and by 57–63 KiB in the long one, with traffic and
 // churn, before the flood; 64 KiB per connection covers both. The base covers the runtime and
-// binary (10–16 MiB idle) and the Go collector's headroom: with GOGC=100 the heap may grow to
-// twice what was live after the last collection, and bridged sets no memory limit, so a full
-// store's 64 MiB of accounted bytes can sit beside as much garbage (decoded flood bodies, expired
-// messages). Once bridged sets a memory limit, 32 MiB of base should do (a run with
-// GOMEMLIMIT=346MiB peaked at 331–342 MiB against 64 MiB + 4,000 × 64 KiB + 32 MiB = 346 MiB).
+// binary (10–16 MiB idle) and the Go collector's headroom. bridged sets its own soft memory limit,
+// 1.5 × BRIDGE_MAX_MEMORY + 64 KiB per open connection + 32 MiB (cmd/bridged/memlimit.go), which
+// with the soak's 64 MiB store is 32 MiB under this bound: a margin for the limit's softness and
+// for what RSS holds beyond the runtime's accounting. (Past -max-memory 128MiB the limit is above
+// the bound.) Before bridged set a limit, the heap grew to about twice what was live with
+// GOGC=100, and the long soak peaked at 448–466 MiB against this bound's 410 MiB.
 const (
 	defaultPerConn = 64 << 10
 	defaultRSSBase = 96 << 20
