@@ -55,9 +55,9 @@ func TestMemoryLimit(t *testing.T) {
 		t.Parallel()
 		// The connections below send nothing; give them longer than the test to send headers.
 		d := startDaemon(t, map[string]string{"BRIDGE_MAX_MEMORY": "64MiB", "BRIDGE_READ_HEADER_TIMEOUT": "2m"})
-		const idle = 96*MiB + 32*MiB // 1.5 × 64 MiB + 32 MiB, and then 64 KiB per open connection
-		if got := d.memLimit(t); got < idle || got > idle+8*64<<10 {
-			t.Fatalf("limit %d, want 128 MiB and a few connections' 64 KiB", got)
+		const idle = 96*MiB + 32*MiB // 1.5 × 64 MiB + 32 MiB, and then 32 KiB per open connection
+		if got := d.memLimit(t); got < idle || got > idle+8*32<<10 {
+			t.Fatalf("limit %d, want 128 MiB and a few connections' 32 KiB", got)
 		}
 		const n = 50
 		addr := strings.TrimPrefix(d.base, "http://")
@@ -69,11 +69,11 @@ func TestMemoryLimit(t *testing.T) {
 			}
 			conns = append(conns, c)
 		}
-		waitLimit(t, d, "rise with 50 connections", func(l int64) bool { return l >= idle+n*64<<10 })
+		waitLimit(t, d, "rise with 50 connections", func(l int64) bool { return l >= idle+n*32<<10 })
 		for _, c := range conns {
 			c.Close()
 		}
-		waitLimit(t, d, "fall once they close", func(l int64) bool { return l < idle+n*64<<10 })
+		waitLimit(t, d, "fall once they close", func(l int64) bool { return l < idle+n*32<<10 })
 	})
 }
 

@@ -22,26 +22,27 @@ import (
 //
 // Unless GOMEMLIMIT or BRIDGE_MEMORY_LIMIT fixes it, the limit follows the open connections:
 //
-//	limit = 1.5 × BRIDGE_MAX_MEMORY (memory store only) + open connections × 64 KiB + 32 MiB
+//	limit = 1.5 × BRIDGE_MAX_MEMORY (memory store only) + open connections × 32 KiB + 32 MiB
 //
 // The terms:
 //   - The store: its accounted bytes never under-count its heap (docs/benchmarks.md), so
 //     BRIDGE_MAX_MEMORY bounds its live data. The other half is the collector's headroom for it,
 //     what GOGC=50 would give it: with a full store the collector runs about twice as often as
 //     under Go's default, not continually. With Redis the messages live in Redis: no term.
-//   - 64 KiB per open TCP connection (streams, long-polls, keep-alive and publisher connections,
-//     WebSockets): the RSS each connection added in the soaks, 57–63 KiB, with goroutine
-//     stacks, buffers and the collector's share of them included. Counted, not taken from
+//   - 32 KiB per open TCP connection (streams, long-polls, keep-alive and publisher connections,
+//     WebSockets): about twice the RSS each connection added in the long soak with parked
+//     connections (~16 KB with traffic and churn; 57–63 KiB before them), goroutine stacks,
+//     buffers and the collector's share of them included. Counted, not taken from
 //     BRIDGE_MAX_CONNECTIONS: a limit sized for 50,000 connections would bound nothing on a node
 //     holding 4,000, and one that ignored connections would sit below their live data.
 //   - 32 MiB: an idle node's runtime and heap (10–16 MiB of RSS) and request bodies in flight.
 const (
-	limitPerConn = 64 << 10
+	limitPerConn = 32 << 10
 	limitBase    = 32 << 20
 )
 
 // limitRule is deriveMemoryLimit in words, for the startup log.
-const limitRule = "1.5 × BRIDGE_MAX_MEMORY (memory store) + 64KiB × open connections + 32MiB, updated every second"
+const limitRule = "1.5 × BRIDGE_MAX_MEMORY (memory store) + 32KiB × open connections + 32MiB, updated every second"
 
 // deriveMemoryLimit returns the soft memory limit in bytes for a node configured by cfg holding
 // conns open connections.

@@ -32,11 +32,11 @@ func TestDeriveMemoryLimit(t *testing.T) {
 		want  int64
 	}{
 		{"defaults, idle", nil, 0, 256*MiB*3/2 + 32*MiB}, // 416 MiB
-		{"defaults, 10000 connections", nil, 10_000, 416*MiB + 10_000*64<<10},
+		{"defaults, 10000 connections", nil, 10_000, 416*MiB + 10_000*32<<10},
 		// The long soak: 96 + 250 + 32 = 378 MiB, under its RSS bound of 410 MiB.
-		{"the long soak", []string{"BRIDGE_MAX_MEMORY=64MiB"}, 4000, 96*MiB + 4000*64<<10 + 32*MiB},
-		{"odd store size", []string{"BRIDGE_MAX_MEMORY=3MiB"}, 1, 3*MiB + 3*MiB/2 + 64<<10 + 32*MiB},
-		{"redis holds the messages", []string{"BRIDGE_STORE=redis", "BRIDGE_REDIS_URL=redis://h:1"}, 100, 100*64<<10 + 32*MiB},
+		{"the long soak", []string{"BRIDGE_MAX_MEMORY=64MiB"}, 4000, 96*MiB + 4000*32<<10 + 32*MiB},
+		{"odd store size", []string{"BRIDGE_MAX_MEMORY=3MiB"}, 1, 3*MiB + 3*MiB/2 + 32<<10 + 32*MiB},
+		{"redis holds the messages", []string{"BRIDGE_STORE=redis", "BRIDGE_REDIS_URL=redis://h:1"}, 100, 100*32<<10 + 32*MiB},
 		{"a miscount never lowers it below the rest", nil, -3, 416 * MiB},
 	}
 	for _, tt := range tests {
@@ -114,7 +114,7 @@ func TestMemoryLimiterFollowsConnections(t *testing.T) {
 	m.update() // unchanged: not set again
 	conns.Store(2)
 	m.update()
-	want := []int64{base, base + 10*64<<10, base + 2*64<<10}
+	want := []int64{base, base + 10*32<<10, base + 2*32<<10}
 	if len(r.calls) != len(want) || r.calls[0] != want[0] || r.calls[1] != want[1] || r.calls[2] != want[2] {
 		t.Fatalf("limits set %v, want %v", r.calls, want)
 	}

@@ -13,17 +13,17 @@ import (
 
 // Defaults of the RSS bound, peak RSS <= BRIDGE_MAX_MEMORY + clients × -per-conn + -rss-base.
 // Measured on this project's 2-core CI kind of machine (docs/benchmarks.md, "Soak (issue 3)"):
-// bridged's RSS grew by 49–59 KiB per client connection held (an SSE stream, or a long-poll with
-// its keep-alive connection) in the short soak and by 57–63 KiB in the long one, with traffic and
-// churn, before the flood; 64 KiB per connection covers both. The base covers the runtime and
+// bridged's RSS grew by about 16 KB per client connection held (an SSE stream, or a long-poll with
+// its keep-alive connection) in the long soak with traffic and churn, before the flood, once
+// connections were parked (49–63 KiB before); 32 KiB per connection leaves room for twice that. The base covers the runtime and
 // binary (10–16 MiB idle) and the Go collector's headroom. bridged sets its own soft memory limit,
-// 1.5 × BRIDGE_MAX_MEMORY + 64 KiB per open connection + 32 MiB (cmd/bridged/memlimit.go), which
+// 1.5 × BRIDGE_MAX_MEMORY + 32 KiB per open connection + 32 MiB (cmd/bridged/memlimit.go), which
 // with the soak's 64 MiB store is 32 MiB under this bound: a margin for the limit's softness and
 // for what RSS holds beyond the runtime's accounting. (Past -max-memory 128MiB the limit is above
 // the bound.) Before bridged set a limit, the heap grew to about twice what was live with
 // GOGC=100, and the long soak peaked at 448–466 MiB against this bound's 410 MiB.
 const (
-	defaultPerConn = 64 << 10
+	defaultPerConn = 32 << 10
 	defaultRSSBase = 96 << 20
 )
 
