@@ -66,8 +66,8 @@ func (s *Server) writeError(w http.ResponseWriter, path string, err error) {
 		s.log.Error("internal error", zap.String("path", path), zap.Error(err))
 	}
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
+	h["Content-Type"] = hdrJSON
+	h["Cache-Control"] = hdrNoStore
 	if e.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(e.RetryAfter))
 	}

@@ -108,15 +108,25 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 	})
 }
 
+var (
+	hdrNosniff    = []string{"nosniff"}
+	hdrNoReferrer = []string{"no-referrer"}
+	hdrDeny       = []string{"DENY"}
+	hdrJSON       = []string{"application/json"}
+	hdrNoStore    = []string{"no-store"}
+)
+
 // headers sets the security headers every answer carries and answers CORS for the configured
 // origins (BRIDGE_CORS_ORIGINS), including preflight requests.
 func (s *Server) headers(next http.Handler) http.Handler {
 	anyOrigin := slices.Contains(s.opts.CORSOrigins, "*")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer") // URLs may hold a ticket or token: never pass them on
-		h.Set("X-Frame-Options", "DENY")
+		// Canonical keys and shared values: no allocation per request. Header.Set and Add replace
+		// or append to a value slice, never write into one, so sharing them is safe.
+		h["X-Content-Type-Options"] = hdrNosniff
+		h["Referrer-Policy"] = hdrNoReferrer // URLs may hold a ticket or token: never pass them on
+		h["X-Frame-Options"] = hdrDeny
 		origin := r.Header.Get("Origin")
 		if origin != "" && !anyOrigin {
 			h.Add("Vary", "Origin")

@@ -275,8 +275,8 @@ func setWriteDeadline(w http.ResponseWriter, timeout time.Duration) {
 
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
+	h["Content-Type"] = hdrJSON
+	h["Cache-Control"] = hdrNoStore
 	w.WriteHeader(status)
 	w.Write(body)
 }
