@@ -136,8 +136,8 @@ func (ps *parkedSet) pokeAll() {
 // On success the caller must start the owning goroutine with s.runParked, which registers it for
 // Drain and Wait.
 func (s *Server) park(w http.ResponseWriter, r *http.Request) (*parked, []byte) {
-	if r.ProtoMajor != 1 {
-		return nil, nil
+	if r.ProtoMajor != 1 || r.Method != http.MethodGet {
+		return nil, nil // HEAD (which GET routes also match) must get no body: net/http sees to it
 	}
 	conn, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {

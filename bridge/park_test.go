@@ -200,3 +200,33 @@ func TestParkedLongPollWithoutListenerClosesAfterAnswer(t *testing.T) {
 		t.Fatalf("want 200 with Connection: close, got %d close=%v %s", res.StatusCode, res.Close, b)
 	}
 }
+
+func TestHeadIsNotParked(t *testing.T) {
+	h := newHarness(t, nil)
+	base := h.serveParking()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A HEAD answer must carry no body: a parked answer would put one on the wire, and the
+	// next answer on the connection would not parse.
+	_, err = io.WriteString(conn, "HEAD /v1/poll?wait=50ms&token="+token(t, "u", time.Hour)+" HTTP/1.1\r\nHost: x\r\n\r\n"+
+		"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	rd := bufio.NewReader(conn)
+	head, err := http.ReadResponse(rd, &http.Request{Method: "HEAD"})
+	if err != nil || head.StatusCode != http.StatusOK {
+		t.Fatalf("HEAD: %v %v", head, err)
+	}
+	next, err := http.ReadResponse(rd, nil)
+	if err != nil || next.StatusCode != http.StatusOK {
+		t.Fatalf("the answer after HEAD: %v %v", next, err)
+	}
+	if b, _ := io.ReadAll(next.Body); !strings.Contains(string(b), `"status":"ok"`) {
+		t.Fatalf("the answer after HEAD: %s", b)
+	}
+}
