@@ -100,6 +100,7 @@ func run(ctx context.Context, args []string) error {
 	workloads := fs.String("workloads", strings.Join(allWorkloads, ","), "comma-separated workloads")
 	fs.IntVar(&cfg.rounds, "rounds", 3, "runs of each workload per target, interleaved (medians are reported)")
 	short := fs.Bool("short", false, "small sizes for CI: 500 connections, short phases, one round")
+	strict := fs.Bool("strict", false, "exit non-zero when any run lost, duplicated or left behind anything (CI)")
 	fs.IntVar(&cfg.conns, "conns", 10000, "SSE connections (memory-sse, sse), one user each")
 	fs.IntVar(&cfg.lpConns, "lp-conns", 5000, "long-poll waiters (memory-longpoll, longpoll), one user each")
 	fs.Float64Var(&cfg.rate, "rate", 2000, "total messages/s in sse and the long-poll loop")
@@ -289,6 +290,12 @@ func run(ctx context.Context, args []string) error {
 	if *jsonOut != "" {
 		if err := rep.writeJSON(*jsonOut); err != nil {
 			return err
+		}
+	}
+	if *strict {
+		for _, f := range rep.violations() {
+			pr.logf("STRICT: %s", f)
+			rep.failures = append(rep.failures, f)
 		}
 	}
 	if len(rep.failures) > 0 {

@@ -24,6 +24,34 @@ type report struct {
 	failures           []string
 }
 
+// violations lists what -strict refuses: a message lost, duplicated or not expected, a delivery
+// short of what was published, or a subscriber or goroutine outliving its client.
+func (r *report) violations() []string {
+	var out []string
+	for _, res := range r.results {
+		keys := make([]string, 0, len(res.Metrics))
+		for k := range res.Metrics {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			v := res.Metrics[k]
+			bad := false
+			switch {
+			case strings.HasSuffix(k, ".lost"), strings.HasSuffix(k, ".duplicated"), strings.HasSuffix(k, ".unexpected"),
+				strings.HasSuffix(k, ".subscribers_left"), strings.HasSuffix(k, ".goroutines_left"):
+				bad = v > 0
+			case strings.HasSuffix(k, ".delivered_pct"):
+				bad = v < 100
+			}
+			if bad {
+				out = append(out, fmt.Sprintf("%s on %s, round %d: %s = %g", res.Workload, res.Target, res.Round, k, v))
+			}
+		}
+	}
+	return out
+}
+
 func (r *report) add(res *result, notes []string) {
 	if r.settings == nil {
 		r.settings = map[string][]string{}

@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -305,5 +306,26 @@ func TestMedian(t *testing.T) {
 	median(in)
 	if !slices.Equal(in, []float64{3, 1, 2}) {
 		t.Error("median reordered its input")
+	}
+}
+
+func TestStrictViolations(t *testing.T) {
+	clean := &result{Workload: "sse", Target: "bridged", Round: 1, Metrics: map[string]float64{
+		"sse.lost": 0, "sse.duplicated": 0, "sse.unexpected": 0, "sse.delivered_pct": 100,
+		"mem.sse.subscribers_left": 0, "mem.sse.goroutines_left": 0, "sse.p99_ms": 40,
+	}}
+	rep := &report{results: []*result{clean}}
+	if v := rep.violations(); len(v) != 0 {
+		t.Fatalf("a clean run has violations: %v", v)
+	}
+	for _, k := range []string{"sse.lost", "sse.duplicated", "sse.unexpected", "mem.sse.subscribers_left", "mem.sse.goroutines_left"} {
+		bad := &result{Workload: "sse", Target: "bridged", Round: 2, Metrics: map[string]float64{k: 1}}
+		if v := (&report{results: []*result{clean, bad}}).violations(); len(v) != 1 || !strings.Contains(v[0], k) {
+			t.Errorf("%s = 1: violations %v", k, v)
+		}
+	}
+	short := &result{Workload: "longpoll", Target: "bridged", Round: 1, Metrics: map[string]float64{"lp.delivered_pct": 99.9}}
+	if v := (&report{results: []*result{short}}).violations(); len(v) != 1 {
+		t.Errorf("99.9%% delivered: violations %v", v)
 	}
 }
