@@ -4,6 +4,8 @@ import (
 	"context"
 	"math"
 	"net"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -64,6 +66,31 @@ type memoryLimit struct {
 	// ignored is true when BRIDGE_MEMORY_LIMIT is set but GOMEMLIMIT wins.
 	ignored bool
 	cfg     Config
+	// ceiling is the memory limit of bridged's cgroup (a container's), or 0: a derived limit
+	// stays at 90 % of it, so the runtime collects harder before the kernel kills the process.
+	ceiling int64
+}
+
+// cgroupRoot is where a container sees its own cgroup (cgroup namespaces, the default of Docker
+// and Kubernetes on cgroup v2).
+const cgroupRoot = "/sys/fs/cgroup"
+
+// cgroupMemoryMax returns the memory limit of the cgroup mounted at root: memory.max (cgroup v2)
+// or memory/memory.limit_in_bytes (v1). It returns 0 when there is none ("max", v1's huge
+// sentinel) or it cannot be read.
+func cgroupMemoryMax(root string) int64 {
+	for _, name := range []string{"memory.max", "memory/memory.limit_in_bytes"} {
+		b, err := os.ReadFile(filepath.Join(root, name))
+		if err != nil {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil || n <= 0 || n >= 1<<60 {
+			return 0
+		}
+		return n
+	}
+	return 0
 }
 
 // planMemoryLimit picks the limit's source from cfg and environ (KEY=value pairs). GOMEMLIMIT
@@ -94,7 +121,11 @@ func (p memoryLimit) limit(conns int64) (int64, bool) {
 	case "BRIDGE_MEMORY_LIMIT":
 		return int64(p.cfg.MemoryLimit), true
 	}
-	return deriveMemoryLimit(p.cfg, conns), true
+	limit := deriveMemoryLimit(p.cfg, conns)
+	if p.ceiling > 0 {
+		limit = min(limit, p.ceiling/10*9)
+	}
+	return limit, true
 }
 
 // memoryLimiter applies a memoryLimit to the runtime. It is not safe for concurrent use: run
@@ -128,6 +159,9 @@ func (m *memoryLimiter) start(log *zap.Logger) {
 	fields := []zap.Field{zap.String("source", m.plan.source), zap.Int64("limit_bytes", limit), zap.String("limit", mib(limit))}
 	if m.plan.source == "derived" {
 		fields = append(fields, zap.String("rule", limitRule))
+		if m.plan.ceiling > 0 {
+			fields = append(fields, zap.String("cgroup_memory_max", mib(m.plan.ceiling)), zap.String("capped_at", "90% of it"))
+		}
 	}
 	log.Info("memory limit", fields...)
 }

@@ -4,6 +4,8 @@ import (
 	"io"
 	"math"
 	"net"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -212,5 +214,56 @@ func TestCountListener(t *testing.T) {
 	b.Close()
 	if n := open.Load(); n != 0 {
 		t.Fatalf("%d open after closing both", n)
+	}
+}
+
+func TestCgroupMemoryMax(t *testing.T) {
+	write := func(t *testing.T, root, name, content string) {
+		t.Helper()
+		path := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name, file, content string
+		want                int64
+	}{
+		{"v2 limit", "memory.max", "536870912\n", 512 << 20},
+		{"v2 unlimited", "memory.max", "max\n", 0},
+		{"v1 limit", "memory/memory.limit_in_bytes", "1073741824\n", 1 << 30},
+		{"v1 unlimited sentinel", "memory/memory.limit_in_bytes", "9223372036854771712\n", 0},
+		{"garbage", "memory.max", "lots\n", 0},
+		{"no cgroup files", "other", "1", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			write(t, root, tt.file, tt.content)
+			if got := cgroupMemoryMax(root); got != tt.want {
+				t.Fatalf("cgroupMemoryMax = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDerivedLimitStaysUnderTheCgroup(t *testing.T) {
+	cfg := mustLoad(t, "BRIDGE_MAX_MEMORY=256MiB")
+	p := planMemoryLimit(cfg, nil)
+	p.ceiling = 400 << 20 // a container smaller than the rule's 416 MiB for an idle node
+	if got, _ := p.limit(0); got != 400<<20/10*9 {
+		t.Fatalf("limit %d with a 400 MiB cgroup, want 90 %% of it", got)
+	}
+	p.ceiling = 4 << 30 // a roomy container leaves the rule alone
+	if got, _ := p.limit(100); got != deriveMemoryLimit(cfg, 100) {
+		t.Fatalf("limit %d with a 4 GiB cgroup, want the rule's %d", got, deriveMemoryLimit(cfg, 100))
+	}
+	fixed := planMemoryLimit(mustLoad(t, "BRIDGE_MEMORY_LIMIT=1GiB"), nil)
+	fixed.ceiling = 400 << 20 // an operator's fixed limit is theirs
+	if got, _ := fixed.limit(0); got != 1<<30 {
+		t.Fatalf("fixed limit %d under a cgroup, want 1 GiB", got)
 	}
 }

@@ -67,7 +67,9 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 
 	// Before the store and the listeners, so that the first bytes they take are under it.
 	conns := new(atomic.Int64) // open connections on every listener
-	memLimit := newMemoryLimiter(planMemoryLimit(cfg, environ), conns)
+	plan := planMemoryLimit(cfg, environ)
+	plan.ceiling = cgroupMemoryMax(cgroupRoot)
+	memLimit := newMemoryLimiter(plan, conns)
 	memLimit.start(log)
 
 	store, err := openStore(ctx, cfg, log)
