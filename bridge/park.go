@@ -25,7 +25,8 @@ import (
 //     which sets a flag and moves the read deadline to the past. wait sets the deadline first and
 //     reads the flag second, so a poke is never lost between the two.
 //
-// Responses are written straight to the connection, under a write deadline, from pooled buffers.
+// Responses are written straight to the connection, under a write deadline (SSE frames from a
+// pooled buffer, released while the stream is idle).
 // HTTP/2 requests, and requests through writers that cannot be hijacked (tests' recorders), stay
 // on the handler goroutine (serveStream, the long-poll loop in poll.go).
 type parked struct {
