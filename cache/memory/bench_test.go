@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,6 +140,33 @@ func BenchmarkWake(b *testing.B) {
 			}
 			cancel()
 			done.Wait()
+		})
+	}
+}
+
+// BenchmarkNotify measures one publish until every Notify function of the stream's subscribers
+// has run: the wake-up parked connections get (bridge/park.go), with no goroutine per waiter.
+// The functions run in the publisher's goroutine, so this is the publisher's cost alone.
+func BenchmarkNotify(b *testing.B) {
+	for _, n := range []int{1, 100, 10000} {
+		b.Run(fmt.Sprintf("waiters=%d", n), func(b *testing.B) {
+			s := memory.New(cache.Options{})
+			defer s.Close()
+			ctx := context.Background()
+			var calls atomic.Int64
+			for range n {
+				sub, _ := s.Subscribe(ctx, "u")
+				defer sub.Close()
+				sub.Notify(func() { calls.Add(1) })
+			}
+			d := []cache.Draft{{Stream: "u", Event: "message", Data: payload}}
+			b.ReportAllocs()
+			for b.Loop() {
+				s.Append(ctx, d)
+			}
+			if got, want := calls.Load(), int64(b.N)*int64(n); got != want {
+				b.Fatalf("%d calls, want %d", got, want)
+			}
 		})
 	}
 }
