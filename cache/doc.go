@@ -45,7 +45,7 @@
 // A reader that parks without a goroutine of its own (bridge's hijacked connections, which wait
 // in the network poller) calls Subscription.Notify once instead: the function sets a flag and
 // pokes the reader, which clears the flag before each ReadAfter, so again no wake-up is lost.
-// Engines build both on Signal.
+// Engines build both on Signal and SignalSub.
 //
 // # Limits
 //

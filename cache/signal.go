@@ -91,5 +91,51 @@ func (w *Watch) Stop() {
 	w.prev, w.next = nil, nil
 }
 
-// ClosedChan is a closed channel: what Changed returns once a Subscription or its Store is closed.
-var ClosedChan = func() <-chan struct{} { c := make(chan struct{}); close(c); return c }()
+// closedChan is a closed channel: what Changed returns once a Subscription or its Store is closed.
+var closedChan = func() <-chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// SignalSub is the half of a Subscription every engine shares: Changed and Notify on a stream's
+// Signal, answering as closed once the Subscription or its Store is. An engine embeds one and
+// writes Close: End, then its own release. Build it with NewSignalSub.
+type SignalSub struct {
+	sig         *Signal
+	storeClosed *atomic.Bool // the Store's closed flag
+	closed      atomic.Bool
+	watch       atomic.Pointer[Watch] // set by Notify
+}
+
+// NewSignalSub returns the shared half of a Subscription to sig, of a Store whose closed flag is
+// storeClosed.
+func NewSignalSub(sig *Signal, storeClosed *atomic.Bool) SignalSub {
+	return SignalSub{sig: sig, storeClosed: storeClosed}
+}
+
+func (s *SignalSub) isClosed() bool { return s.closed.Load() || s.storeClosed.Load() }
+
+// Changed implements Subscription.
+func (s *SignalSub) Changed() <-chan struct{} {
+	if s.isClosed() {
+		return closedChan
+	}
+	return s.sig.Changed()
+}
+
+// Notify implements Subscription.
+func (s *SignalSub) Notify(fn func()) {
+	w := s.sig.Watch(fn)
+	s.watch.Store(w)
+	if s.isClosed() {
+		w.Stop()
+		fn()
+	}
+}
+
+// End marks the Subscription closed and stops its Notify function. It reports false when it was
+// closed already, so Close releases the engine's side once.
+func (s *SignalSub) End() bool {
+	if s.closed.Swap(true) {
+		return false
+	}
+	s.watch.Load().Stop()
+	return true
+}

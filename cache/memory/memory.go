@@ -609,38 +609,20 @@ func (s *Store) Subscribe(ctx context.Context, name string) (cache.Subscription,
 	}
 	st.watchers++
 	s.schedule(sh, st)
-	return &subscription{s: s, sh: sh, st: st}, nil
+	return &subscription{SignalSub: cache.NewSignalSub(&st.sig, &s.closed), s: s, sh: sh, st: st}, nil
 }
 
 type subscription struct {
-	s      *Store
-	sh     *shard
-	st     *stream
-	closed atomic.Bool
-	watch  atomic.Pointer[cache.Watch] // set by Notify
-}
-
-func (sub *subscription) Changed() <-chan struct{} {
-	if sub.s.closed.Load() || sub.closed.Load() {
-		return cache.ClosedChan
-	}
-	return sub.st.sig.Changed()
-}
-
-func (sub *subscription) Notify(fn func()) {
-	w := sub.st.sig.Watch(fn)
-	sub.watch.Store(w)
-	if sub.closed.Load() || sub.s.closed.Load() {
-		w.Stop()
-		fn()
-	}
+	cache.SignalSub
+	s  *Store
+	sh *shard
+	st *stream
 }
 
 func (sub *subscription) Close() {
-	if sub.closed.Swap(true) {
+	if !sub.End() {
 		return
 	}
-	sub.watch.Load().Stop()
 	sub.sh.mu.Lock()
 	defer sub.sh.mu.Unlock()
 	st := sub.st

@@ -135,7 +135,7 @@ func (h *hub) subscribe(ctx context.Context, stream, channel string) (*subscript
 
 	select {
 	case <-ready:
-		return &subscription{h: h, t: t}, nil
+		return &subscription{SignalSub: cache.NewSignalSub(&t.sig, &h.s.closed), h: h, t: t}, nil
 	case <-ctx.Done():
 		h.release(t)
 		return nil, errors.New("subscription not confirmed in time")
@@ -432,32 +432,13 @@ func (h *hub) close() {
 
 // subscription is one local reader's interest in a topic.
 type subscription struct {
-	h      *hub
-	t      *topic
-	closed atomic.Bool
-	watch  atomic.Pointer[cache.Watch] // set by Notify
-}
-
-func (sub *subscription) Changed() <-chan struct{} {
-	if sub.closed.Load() || sub.h.s.closed.Load() {
-		return cache.ClosedChan
-	}
-	return sub.t.sig.Changed()
-}
-
-func (sub *subscription) Notify(fn func()) {
-	w := sub.t.sig.Watch(fn)
-	sub.watch.Store(w)
-	if sub.closed.Load() || sub.h.s.closed.Load() {
-		w.Stop()
-		fn()
-	}
+	cache.SignalSub
+	h *hub
+	t *topic
 }
 
 func (sub *subscription) Close() {
-	if sub.closed.Swap(true) {
-		return
+	if sub.End() {
+		sub.h.release(sub.t)
 	}
-	sub.watch.Load().Stop()
-	sub.h.release(sub.t)
 }
