@@ -36,6 +36,25 @@ func (h *harness) serveParking() string {
 	return "http://" + ln.Addr().String()
 }
 
+// rawRequests dials base and writes the requests ("METHOD target" each) back to back in one
+// write, so net/http reads past the first; the connection is closed when the test ends.
+func rawRequests(t *testing.T, base string, requests ...string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	var b strings.Builder
+	for _, r := range requests {
+		b.WriteString(r + " HTTP/1.1\r\nHost: x\r\n\r\n")
+	}
+	if _, err := io.WriteString(conn, b.String()); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
 // getReused runs a GET and reports whether it went over a connection used before.
 func getReused(t *testing.T, c *http.Client, url string) (*http.Response, []byte, bool) {
 	t.Helper()
@@ -104,18 +123,8 @@ func TestParkedLongPollKeepsItsConnection(t *testing.T) {
 func TestParkedLongPollReplaysPipelinedRequest(t *testing.T) {
 	h := newHarness(t, nil)
 	base := h.serveParking()
-	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	tok := token(t, "u", time.Hour)
 	// Both requests in one write: net/http reads the second into its buffer with the first.
-	_, err = io.WriteString(conn, "GET /v1/poll?wait=100ms&token="+tok+" HTTP/1.1\r\nHost: x\r\n\r\n"+
-		"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := rawRequests(t, base, "GET /v1/poll?wait=100ms&token="+token(t, "u", time.Hour), "GET /healthz")
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	rd := bufio.NewReader(conn)
 	for i, want := range []string{`"messages":[]`, `"status":"ok"`} {
@@ -136,15 +145,7 @@ func TestParkedConnectionsFreeTheirSlotWhenTheClientLeaves(t *testing.T) {
 	tok := token(t, "u", time.Hour)
 	var conns []net.Conn
 	for _, req := range []string{"/v1/sse?token=" + tok, "/v1/poll?wait=30s&token=" + tok} {
-		conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		if _, err := io.WriteString(conn, "GET "+req+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, conn)
+		conns = append(conns, rawRequests(t, base, "GET "+req))
 	}
 	waitUntil(t, "both clients hold a slot", func() bool { return h.srv.conns.total.Load() == 2 })
 	for _, c := range conns {
@@ -204,18 +205,9 @@ func TestParkedLongPollWithoutListenerClosesAfterAnswer(t *testing.T) {
 func TestHeadIsNotParked(t *testing.T) {
 	h := newHarness(t, nil)
 	base := h.serveParking()
-	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	// A HEAD answer must carry no body: a parked answer would put one on the wire, and the
 	// next answer on the connection would not parse.
-	_, err = io.WriteString(conn, "HEAD /v1/poll?wait=50ms&token="+token(t, "u", time.Hour)+" HTTP/1.1\r\nHost: x\r\n\r\n"+
-		"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := rawRequests(t, base, "HEAD /v1/poll?wait=50ms&token="+token(t, "u", time.Hour), "GET /healthz")
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	rd := bufio.NewReader(conn)
 	head, err := http.ReadResponse(rd, &http.Request{Method: "HEAD"})
