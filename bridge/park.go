@@ -50,23 +50,35 @@ var errClientSpoke = errors.New("client sent data on a connection waiting for me
 // clears the flag, so a poke after wait returns is seen by the next wait); err is non-nil when the
 // connection is done for.
 func (p *parked) wait(until time.Time) (poked bool, err error) {
+	var b [1]byte
+	n, poked, err := p.await(until, b[:])
+	if n > 0 {
+		return false, errClientSpoke
+	}
+	return poked, err
+}
+
+// await is wait that keeps what the client sent: it reads into b until until, a poke, or the
+// client sending or leaving. n > 0 means b[:n] arrived (an error with it is left for the next
+// call); with n == 0 and no error, neither a poke nor data came, so until has passed or the read
+// was empty.
+func (p *parked) await(until time.Time, b []byte) (n int, poked bool, err error) {
 	if err := p.conn.SetReadDeadline(until); err != nil {
-		return false, err
+		return 0, false, err
 	}
 	if p.woken.Swap(false) {
-		return true, nil
+		return 0, true, nil
 	}
-	var b [1]byte
-	n, err := p.conn.Read(b[:])
+	n, err = p.conn.Read(b)
 	switch {
 	case n > 0:
-		return false, errClientSpoke
+		return n, false, nil
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return p.woken.Swap(false), nil
+		return 0, p.woken.Swap(false), nil
 	case err == nil:
-		return false, nil // a zero-byte read: look again
+		return 0, false, nil // a zero-byte read: look again
 	default:
-		return false, err
+		return 0, false, err
 	}
 }
 
@@ -85,9 +97,10 @@ func (p *parked) write(b []byte, timeout time.Duration) error {
 // parkedSet holds the parked connections, so Drain can poke them, and counts their goroutines,
 // so Wait can wait for them (http.Server.Shutdown does not track hijacked connections).
 type parkedSet struct {
-	wg     sync.WaitGroup
-	seq    atomic.Uint64
-	shards [16]struct {
+	wg         sync.WaitGroup
+	seq        atomic.Uint64
+	keptServed atomic.Uint64 // requests served on kept connections (keepalive.go)
+	shards     [16]struct {
 		sync.Mutex
 		m map[*parked]struct{}
 	}
@@ -139,6 +152,10 @@ func (ps *parkedSet) pokeAll() {
 func (s *Server) park(w http.ResponseWriter, r *http.Request) (*parked, []byte) {
 	if r.ProtoMajor != 1 || r.Method != http.MethodGet {
 		return nil, nil // HEAD (which GET routes also match) must get no body: net/http sees to it
+	}
+	if kw := keptFrom(w); kw != nil { // a request read by a kept connection (keepalive.go)
+		kw.hijacked = true
+		return &parked{id: s.parked.seq.Add(1), conn: kw.conn}, kw.rest
 	}
 	conn, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -226,12 +243,19 @@ func appendHead(b []byte, status int, h http.Header, contentLength int, close bo
 	return append(b, "\r\n"...)
 }
 
-// Listener wraps ln so that keep-alive connections a long-poll took over from net/http go back
-// to the http.Server serving ln once answered, as if newly accepted, instead of being closed.
-// Serve the returned listener; without it long-polls end their connections after answering.
-func (s *Server) Listener(ln net.Listener) net.Listener {
+// Listener wraps ln, which srv serves, so that a long-poll's keep-alive connection stays open
+// after its answer: the goroutine that wrote it serves the client's next poll itself with
+// srv.Handler, under srv's IdleTimeout and ReadHeaderTimeout (keepalive.go), and hands any other
+// request back to srv as if newly accepted. Serve the returned listener with srv; without it,
+// long-polls end their connections after answering. srv's ConnState and ConnContext hooks do not
+// see requests served on kept connections.
+func (s *Server) Listener(ln net.Listener, srv *http.Server) net.Listener {
+	base := context.WithValue(context.Background(), http.ServerContextKey, srv)
 	l := &reuseListener{
 		Listener: ln,
+		s:        s,
+		srv:      srv,
+		baseCtx:  context.WithValue(base, http.LocalAddrContextKey, ln.Addr()),
 		accepted: make(chan acceptResult),
 		back:     make(chan net.Conn), // unbuffered: a connection handed back is accepted or closed, never stranded
 		done:     make(chan struct{}),
@@ -243,6 +267,9 @@ func (s *Server) Listener(ln net.Listener) net.Listener {
 // reuseListener merges the connections its listener accepts with those handed back.
 type reuseListener struct {
 	net.Listener
+	s         *Server
+	srv       *http.Server
+	baseCtx   context.Context // of requests served on kept connections, as net/http's
 	accepted  chan acceptResult
 	back      chan net.Conn
 	done      chan struct{}
@@ -291,8 +318,30 @@ func (l *reuseListener) Close() error {
 	l.closeOnce.Do(func() {
 		close(l.done)
 		err = l.Listener.Close()
+		l.s.parked.pokeAll() // kept connections waiting for a request close
 	})
 	return err
+}
+
+func (l *reuseListener) isClosed() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// timeout turns one of srv's timeouts into a deadline as net/http does: zero means ReadTimeout,
+// and no positive value means none.
+func (l *reuseListener) timeout(d time.Duration) time.Time {
+	if d == 0 {
+		d = l.srv.ReadTimeout
+	}
+	if d <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(d)
 }
 
 // giveBack hands c to the http.Server as if accepted; it reports false when the listener is closed.
@@ -311,6 +360,14 @@ type ownedConn struct {
 	net.Conn
 	l       *reuseListener
 	pending []byte
+	remote  string // RemoteAddr().String(), once a kept request needed it
+}
+
+func (c *ownedConn) remoteAddr() string {
+	if c.remote == "" {
+		c.remote = c.RemoteAddr().String()
+	}
+	return c.remote
 }
 
 func (c *ownedConn) Read(b []byte) (int, error) {
@@ -333,9 +390,11 @@ func (p *parked) reusable() bool {
 // then closes it.
 func (p *parked) keep(pending []byte) bool {
 	c, ok := p.conn.(*ownedConn)
-	if !ok {
-		return false
-	}
+	return ok && c.giveBackWith(pending)
+}
+
+// giveBackWith hands c back to its listener, to be read from pending (copied) first.
+func (c *ownedConn) giveBackWith(pending []byte) bool {
 	if err := c.SetDeadline(time.Time{}); err != nil {
 		return false
 	}

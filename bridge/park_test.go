@@ -18,12 +18,21 @@ import (
 // does, so long-polls hand their connections back.
 func (h *harness) serveParking() string {
 	h.t.Helper()
+	return h.serveParkingWith(nil)
+}
+
+// serveParkingWith is serveParking with tweak applied to the http.Server first.
+func (h *harness) serveParkingWith(tweak func(*http.Server)) string {
+	h.t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	srv := &http.Server{Handler: h.srv, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(h.srv.Listener(ln))
+	srv := &http.Server{Handler: h.srv, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10}
+	if tweak != nil {
+		tweak(srv)
+	}
+	go srv.Serve(h.srv.Listener(ln, srv))
 	h.t.Cleanup(func() {
 		h.srv.Drain()
 		srv.Close()

@@ -120,8 +120,8 @@ func (s *Server) longPoll(ctx context.Context, user string, c cache.Cursor, dead
 }
 
 // parkLongPoll waits for a long-poll's answer on a parked connection (park.go), writes it, and
-// hands the connection back to its listener for the client's next request (Listener), or closes
-// it when the client asked to (closeAfter) or the listener cannot take it.
+// goes on serving the connection's next requests (keepalive.go), or closes it when the client
+// asked to (closeAfter) or it did not come through Listener.
 func (s *Server) parkLongPoll(p *parked, pending []byte, logLine func(int, int64), user string, c cache.Cursor, deadline time.Time, sub cache.Subscription, release func(), h http.Header, closeAfter bool) {
 	ctx := context.Background() // the wait outlives the request; the waiter sees the client leave
 	stopCut := func() {}
@@ -149,7 +149,7 @@ func (s *Server) parkLongPoll(p *parked, pending []byte, logLine func(int, int64
 		buf = append(buf, rr.body...)
 		err := p.write(buf, s.opts.WriteTimeout)
 		logLine(rr.status, int64(len(rr.body)))
-		return err != nil || closeAfter || !p.keep(pending) // a refused keep says nothing new: close
+		return err != nil || closeAfter || s.serveKept(p, pending)
 	})
 }
 

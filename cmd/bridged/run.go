@@ -153,7 +153,7 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 	for _, l := range listeners {
 		ln := l.ln
 		if l.scope != bridge.Internal {
-			ln = api.Listener(ln) // long-polls hand their keep-alive connections back through it
+			ln = api.Listener(ln, l.srv) // long-polls keep their keep-alive connections through it
 		}
 		go func() { serveErr <- l.srv.Serve(ln) }()
 		log.Info("listening", zap.String("listener", l.name), zap.String("addr", l.ln.Addr().String()),

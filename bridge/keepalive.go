@@ -1,0 +1,344 @@
+package bridge
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Kept connections: after a parked long-poll has written its answer, the goroutine that wrote it
+// reads the connection's next request itself when it is another poll, instead of handing the
+// connection back to net/http. A client in a long-poll loop then costs one goroutine for its
+// whole life; through net/http each re-poll would cost a hand-off to the accept loop, a new
+// connection goroutine, net/http's background reader (which the next park must stop again) and
+// a new parked goroutine.
+//
+// The fast path is narrow on purpose. It takes a request only when it is exactly
+// "GET /v1/poll?…" over HTTP/1.1 with a head of at most keptHeadMax bytes ending in CRLF CRLF,
+// no body, no Expect or Upgrade, one Host header and header bytes from a conservative set. It
+// parses the head with net/http's own parser (http.ReadRequest) and runs the http.Server's
+// handler on it, so the middleware, authentication, limits and access log are those of every
+// other request. Anything else, malformed input included, goes back to net/http with every byte
+// read so far, and net/http answers it (400, 431, 505…) exactly as on a new connection. The
+// http.Server's IdleTimeout and ReadHeaderTimeout bound the waits as net/http would.
+
+// keptHeadMax is the largest request head the fast path reads; a poll's head is a few hundred
+// bytes. Larger ones go to net/http, whose MaxHeaderBytes then applies.
+const keptHeadMax = 4 << 10
+
+var keptHeadPool = sync.Pool{New: func() any { b := make([]byte, keptHeadMax); return &b }}
+
+// keptParser feeds a request head already in memory to http.ReadRequest.
+type keptParser struct {
+	src bytes.Reader
+	br  *bufio.Reader
+}
+
+var keptParserPool = sync.Pool{New: func() any {
+	kp := &keptParser{}
+	kp.br = bufio.NewReaderSize(&kp.src, keptHeadMax)
+	return kp
+}}
+
+var (
+	crlfCRLF   = []byte("\r\n\r\n")
+	lfLF       = []byte("\n\n")
+	pollPrefix = []byte("GET /v1/poll")
+)
+
+// keptResponse is the http.ResponseWriter of a request served on a kept connection: it buffers
+// the answer, written after the handler returns, or lets park take the connection over.
+type keptResponse struct {
+	rawResponse
+	conn     *ownedConn
+	rest     []byte // bytes read past the request head (a pipelined request), for park
+	hijacked bool   // park took the connection: a new parked goroutine owns it
+}
+
+// SetWriteDeadline lets writers that set one (writeBatch) run; the answer is written after the
+// handler returns, under its own write deadline.
+func (kw *keptResponse) SetWriteDeadline(time.Time) error { return nil }
+
+// keptFrom finds the keptResponse under w's wrappers, or nil.
+func keptFrom(w http.ResponseWriter) *keptResponse {
+	for {
+		switch v := w.(type) {
+		case *keptResponse:
+			return v
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = v.Unwrap()
+		default:
+			return nil
+		}
+	}
+}
+
+// serveKept serves the requests that follow a parked long-poll's answer on p's connection (see
+// above), from pending (bytes already read) and then the connection. It returns when the
+// connection is closed for, handed back to net/http, or taken over by a new park; closeConn says
+// the caller must close it.
+func (s *Server) serveKept(p *parked, pending []byte) (closeConn bool) {
+	c, ok := p.conn.(*ownedConn)
+	if !ok {
+		return true
+	}
+	l := c.l
+	if l.srv == nil || l.srv.Handler == nil {
+		return !p.keep(pending)
+	}
+	for {
+		if s.isDraining() || l.isClosed() {
+			return true // net/http too closes idle connections on Shutdown
+		}
+		var first [1]byte
+		if len(pending) == 0 && !s.awaitRequest(p, l, first[:]) {
+			return true
+		}
+		bufp := keptHeadPool.Get().(*[]byte)
+		buf := *bufp
+		n := copy(buf, first[:])
+		if len(pending) > 0 {
+			if len(pending) > len(buf) {
+				keptHeadPool.Put(bufp)
+				return !p.keep(pending)
+			}
+			n = copy(buf, pending)
+		}
+		end, n, verdict := s.readHead(p, l, buf, n)
+		var next []byte
+		switch verdict {
+		case headServe:
+			var done bool
+			done, closeConn, next = s.serveKeptRequest(c, buf[:end], buf[end:n])
+			if done {
+				keptHeadPool.Put(bufp)
+				return closeConn
+			}
+		case headHandBack:
+			ok := p.keep(buf[:n]) // copies what it keeps
+			keptHeadPool.Put(bufp)
+			return !ok
+		default: // headClose
+			keptHeadPool.Put(bufp)
+			return true
+		}
+		keptHeadPool.Put(bufp)
+		pending = next
+	}
+}
+
+// awaitRequest waits, up to the idle timeout, for the first byte of the connection's next
+// request and puts it in b. It reports false when the connection is to be closed: the client
+// left or broke it, the idle timeout passed, or the node is draining or the listener closed.
+func (s *Server) awaitRequest(p *parked, l *reuseListener, b []byte) bool {
+	until := l.timeout(l.srv.IdleTimeout)
+	for {
+		n, poked, err := p.await(until, b)
+		switch {
+		case n > 0:
+			return true
+		case err != nil:
+			return false
+		case poked:
+			if s.isDraining() || l.isClosed() {
+				return false
+			}
+		case !until.IsZero() && !time.Now().Before(until):
+			return false
+		}
+	}
+}
+
+// What readHead found.
+const (
+	headServe    = iota // a request for the fast path; its head is buf[:end]
+	headHandBack        // something else: net/http gets it, with every byte read
+	headClose           // the client left, broke the connection or was too slow
+)
+
+// readHead reads into buf (n bytes already there) until it holds a whole request head, or shows
+// it is not one for the fast path. It returns the head's end and the bytes now in buf.
+func (s *Server) readHead(p *parked, l *reuseListener, buf []byte, n int) (end, _ int, verdict int) {
+	until := l.timeout(l.srv.ReadHeaderTimeout)
+	for {
+		got := buf[:n]
+		if m := min(len(got), len(pollPrefix)); !bytes.Equal(got[:m], pollPrefix[:m]) {
+			return 0, n, headHandBack
+		}
+		if len(got) > len(pollPrefix) && got[len(pollPrefix)] != '?' && got[len(pollPrefix)] != ' ' {
+			return 0, n, headHandBack // /v1/polls, /v1/poll/x: not ours to judge
+		}
+		if bytes.Contains(got, lfLF) {
+			return 0, n, headHandBack // bare line feeds: net/http's parser decides
+		}
+		if i := bytes.Index(got, crlfCRLF); i >= 0 {
+			return i + len(crlfCRLF), n, headServe
+		}
+		if n == len(buf) {
+			return 0, n, headHandBack
+		}
+		m, poked, err := p.await(until, buf[n:])
+		n += m
+		switch {
+		case m > 0 || poked:
+			// Drain's poke waits for the request: its answer tells the client the node drains.
+		case err != nil:
+			return 0, n, headClose
+		case !until.IsZero() && !time.Now().Before(until):
+			return 0, n, headClose // as net/http: a head that is too slow gets no answer
+		}
+	}
+}
+
+// serveKeptRequest parses head and, when the request is one for the fast path, runs the
+// http.Server's handler on it and writes its answer. done says the loop is over (closeConn then
+// says whether to close); otherwise next holds the bytes read past the head, the next request.
+func (s *Server) serveKeptRequest(c *ownedConn, head, rest []byte) (done, closeConn bool, next []byte) {
+	l := c.l
+	kp := keptParserPool.Get().(*keptParser)
+	kp.src.Reset(head)
+	kp.br.Reset(&kp.src)
+	req, err := http.ReadRequest(kp.br)
+	kp.br.Reset(nil)
+	keptParserPool.Put(kp)
+	if err != nil || !plainHead(head) || !keptEligible(req) {
+		all := make([]byte, 0, len(head)+len(rest))
+		ok := c.giveBackWith(append(append(all, head...), rest...))
+		return true, !ok, nil
+	}
+	delete(req.Header, "Host") // as net/http's server: it lives in req.Host
+	req.RemoteAddr = c.remoteAddr()
+	ctx, cancel := context.WithCancel(l.baseCtx)
+	defer cancel()
+	req = req.WithContext(ctx)
+
+	kw := &keptResponse{rawResponse: rawResponse{header: make(http.Header, 8)}, conn: c}
+	if len(rest) > 0 {
+		kw.rest = append([]byte(nil), rest...)
+	}
+	s.parked.keptServed.Add(1)
+	if !s.runKeptHandler(l.srv.Handler, kw, req) {
+		return true, true, nil
+	}
+	if kw.hijacked {
+		return true, false, nil
+	}
+	status := kw.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	if len(kw.body) > 0 && kw.header.Get("Content-Type") == "" {
+		kw.header.Set("Content-Type", http.DetectContentType(kw.body))
+	}
+	closeAfter := req.Close || s.isDraining() || l.isClosed()
+	out := appendHead(make([]byte, 0, 512+len(kw.body)), status, kw.header, len(kw.body), closeAfter)
+	out = append(out, kw.body...)
+	if err := c.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout)); err != nil {
+		return true, true, nil
+	}
+	if _, err := c.Write(out); err != nil || closeAfter {
+		return true, true, nil
+	}
+	return false, false, kw.rest
+}
+
+// runKeptHandler runs h as net/http's connection goroutine would; it reports false when the
+// handler panicked (the accessLog middleware logs and answers other panics; it re-panics only
+// http.ErrAbortHandler), and the connection is then closed.
+func (s *Server) runKeptHandler(h http.Handler, kw *keptResponse, req *http.Request) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				s.log.Error("handler panic on a kept connection", zap.Any("panic", v), zap.Stack("stack"))
+			}
+			ok = false
+		}
+	}()
+	h.ServeHTTP(kw, req)
+	return true
+}
+
+// plainHead reports whether head (ending in CRLF CRLF) is made of printable ASCII and tabs, ends
+// its lines with CRLF only, folds no header line, and has exactly one Host line. http.ReadRequest
+// keeps only the first of several Host headers, so this is where two are caught.
+func plainHead(head []byte) bool {
+	hosts := 0
+	line := 0 // start of the current line
+	for i := 0; i < len(head); i++ {
+		c := head[i]
+		switch {
+		case c == '\r':
+			if i+1 >= len(head) || head[i+1] != '\n' {
+				return false
+			}
+			i++
+			if l := head[line : i-1]; line > 0 && len(l) > 0 {
+				if l[0] == ' ' || l[0] == '\t' {
+					return false // an obsolete folded line
+				}
+				if len(l) >= 5 && strings.EqualFold(string(l[:5]), "host:") {
+					hosts++
+				}
+			}
+			line = i + 1
+		case (c < ' ' && c != '\t') || c > '~':
+			return false
+		}
+	}
+	return hosts == 1
+}
+
+// keptEligible reports whether the fast path takes req, whose head passed plainHead: a GET of
+// /v1/poll over HTTP/1.1 with no body, nothing to negotiate and a plain Host. It is stricter than
+// net/http, never looser: whatever it refuses, net/http judges.
+func keptEligible(req *http.Request) bool {
+	if req.Method != http.MethodGet || req.ProtoMajor != 1 || req.ProtoMinor != 1 ||
+		req.URL.Path != "/v1/poll" || req.URL.Host != "" || !plainHost(req.Host) ||
+		req.ContentLength != 0 || len(req.TransferEncoding) != 0 {
+		return false
+	}
+	for k := range req.Header {
+		if k == "Expect" || k == "Upgrade" || !plainToken(k) {
+			return false
+		}
+	}
+	return true
+}
+
+// plainHost: letters, digits and . - _ : [ ] (host names, IPv4, bracketed IPv6, a port).
+func plainHost(h string) bool {
+	if h == "" {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !isAlnum(c) && c != '.' && c != '-' && c != '_' && c != ':' && c != '[' && c != ']' {
+			return false
+		}
+	}
+	return true
+}
+
+// plainToken: an RFC 9110 token.
+func plainToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isAlnum(c) && strings.IndexByte("!#$%&'*+-.^_`|~", c) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}

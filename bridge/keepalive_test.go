@@ -1,0 +1,240 @@
+package bridge
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// keptConn dials base and runs one long-poll that times out after 20ms, so the connection is
+// kept by the goroutine that answered it (keepalive.go) when the test writes its next request.
+func keptConn(t *testing.T, base, tok string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn := rawRequests(t, base, "GET /v1/poll?wait=20ms&token="+tok)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	rd := bufio.NewReader(conn)
+	res, body := readAnswer(t, rd, "GET")
+	if res.StatusCode != http.StatusOK || res.Close || !strings.Contains(body, `"messages":[]`) {
+		t.Fatalf("first long-poll: %d close=%v %s", res.StatusCode, res.Close, body)
+	}
+	return conn, rd
+}
+
+func readAnswer(t *testing.T, rd *bufio.Reader, method string) (*http.Response, string) {
+	t.Helper()
+	res, err := http.ReadResponse(rd, &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("reading an answer: %v", err)
+	}
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("reading an answer's body: %v", err)
+	}
+	return res, string(b)
+}
+
+func TestKeptConnectionServesRepolls(t *testing.T) {
+	h := newHarness(t, nil)
+	base := h.serveParking()
+	tok := token(t, "u", time.Hour)
+	conn, rd := keptConn(t, base, tok)
+	kept := h.srv.parked.keptServed.Load()
+
+	var a pollAnswer
+	cursor := ""
+	for i, data := range []string{`"one"`, `"two"`, `"three"`} {
+		// A long-poll on the kept connection parks again; a publish wakes it.
+		if _, err := io.WriteString(conn, "GET /v1/poll?wait=10s&cursor="+cursor+"&token="+tok+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "the re-poll parks", func() bool { return h.srv.conns.total.Load() == 1 })
+		h.publish(`{"user":"u","data":` + data + `}`)
+		res, body := readAnswer(t, rd, "GET")
+		decode(t, []byte(body), &a)
+		if res.StatusCode != http.StatusOK || res.Close || len(a.Messages) != 1 || string(a.Messages[0].Data) != data {
+			t.Fatalf("re-poll %d: %d close=%v %s", i, res.StatusCode, res.Close, body)
+		}
+		if res.Header.Get("X-Content-Type-Options") != "nosniff" || res.Header.Get("Content-Type") != "application/json" {
+			t.Fatalf("re-poll %d lost the middleware's headers: %v", i, res.Header)
+		}
+		cursor = a.Cursor
+	}
+	// A plain poll is answered on the kept connection too, and the connection stays open.
+	if _, err := io.WriteString(conn, "GET /v1/poll?token="+tok+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	res, body := readAnswer(t, rd, "GET")
+	decode(t, []byte(body), &a)
+	if res.StatusCode != http.StatusOK || len(a.Messages) != 3 {
+		t.Fatalf("plain poll on a kept connection: %d %s", res.StatusCode, body)
+	}
+	if got := h.srv.parked.keptServed.Load() - kept; got != 4 {
+		t.Fatalf("%d requests served on the kept connection, want 4", got)
+	}
+	if n := h.srv.conns.total.Load(); n != 0 {
+		t.Fatalf("%d connection slots still held", n)
+	}
+}
+
+// Whatever the fast path does not take, net/http answers on the kept connection exactly as it
+// answers the same bytes on a new one.
+func TestKeptConnectionHandsTheRestToNetHTTP(t *testing.T) {
+	h := newHarness(t, nil)
+	base := h.serveParking()
+	tok := token(t, "u", time.Hour)
+	poll := "GET /v1/poll?token=" + tok
+	cases := []struct {
+		name, req string
+		kept      bool // served by the fast path
+	}{
+		{"plain poll", poll + " HTTP/1.1\r\nHost: x\r\n\r\n", true},
+		{"plain poll, more headers", poll + " HTTP/1.1\r\nHost: [::1]:80\r\nUser-Agent: a/1 (b; c)\r\nAccept: */*\r\n\r\n", true},
+		{"health probe", "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", false},
+		{"a longer path", "GET /v1/polls HTTP/1.1\r\nHost: x\r\n\r\n", false},
+		{"HEAD", "HEAD /v1/poll?token=" + tok + " HTTP/1.1\r\nHost: x\r\n\r\n", false},
+		{"POST", "POST /v1/poll?token=" + tok + " HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", false},
+		{"no Host", poll + " HTTP/1.1\r\n\r\n", false},
+		{"two Hosts", poll + " HTTP/1.1\r\nHost: x\r\nhost: y\r\n\r\n", false},
+		{"bad Host", poll + " HTTP/1.1\r\nHost: a/b\r\n\r\n", false},
+		{"bad header name", poll + " HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n", false},
+		{"control byte in a value", poll + " HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n", false},
+		{"bare CR", poll + " HTTP/1.1\r\nHost: x\rX-A: b\r\n\r\n", false},
+		{"folded line", poll + " HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", false},
+		{"UTF-8 in a value", poll + " HTTP/1.1\r\nHost: x\r\nX-A: \u00e9\r\n\r\n", false},
+		{"HTTP/1.0", poll + " HTTP/1.0\r\n\r\n", false},
+		{"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false},
+		{"bad version", poll + " HTTP/9.9\r\nHost: x\r\n\r\n", false},
+		{"bare line feeds", poll + " HTTP/1.1\nHost: x\n\n", false},
+		{"GET with a body", poll + " HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", false},
+		{"chunked GET", poll + " HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", false},
+		{"Expect", poll + " HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n", false},
+		{"Upgrade", poll + " HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", false},
+		{"head over 4 KiB", poll + " HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("p", 5000) + "\r\n\r\n", false},
+		{"head over MaxHeaderBytes", poll + " HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("p", 80<<10) + "\r\n\r\n", false},
+		{"absolute target", "GET http://x/v1/poll?token=" + tok + " HTTP/1.1\r\nHost: x\r\n\r\n", false},
+		{"malformed request line", "GET /v1/poll\r\n\r\n", false},
+		{"bad query", "GET /v1/poll?token=" + tok + "&cursor=%zz HTTP/1.1\r\nHost: x\r\n\r\n", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			method, _, _ := strings.Cut(tc.req, " ")
+			fresh := rawRequests(t, base)
+			fresh.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(fresh, tc.req); err != nil {
+				t.Fatal(err)
+			}
+			wantStatus, wantBody := answerOf(t, bufio.NewReader(fresh), method)
+
+			conn, rd := keptConn(t, base, tok)
+			kept := h.srv.parked.keptServed.Load()
+			if _, err := io.WriteString(conn, tc.req); err != nil {
+				t.Fatal(err)
+			}
+			status, body := answerOf(t, rd, method)
+			if status != wantStatus || body != wantBody {
+				t.Fatalf("on a kept connection: %d %q; on a new one: %d %q", status, body, wantStatus, wantBody)
+			}
+			if got := h.srv.parked.keptServed.Load() > kept; got != tc.kept {
+				t.Fatalf("served by the fast path: %v, want %v", got, tc.kept)
+			}
+		})
+	}
+}
+
+// answerOf reads one answer's status and as much of its body as arrives (net/http may reset a
+// connection it refused a head on).
+func answerOf(t *testing.T, rd *bufio.Reader, method string) (int, string) {
+	t.Helper()
+	res, err := http.ReadResponse(rd, &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("reading an answer: %v", err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+func TestKeptConnectionAnswersPipelinedRequestsInOrder(t *testing.T) {
+	h := newHarness(t, nil)
+	base := h.serveParking()
+	tok := token(t, "u", time.Hour)
+	h.publish(`{"user":"u","data":1}`)
+	// A long-poll that waits (nothing after the cursor), then a poll, a probe and another poll,
+	// all in one write: the kept connection reads past each head and must answer in order.
+	ids := h.publish(`{"user":"u","data":2}`)
+	conn := rawRequests(t, base,
+		"GET /v1/poll?wait=20ms&cursor="+ids[0]+"&token="+tok,
+		"GET /v1/poll?token="+tok,
+		"GET /healthz",
+		"GET /v1/poll?cursor="+ids[0]+"&token="+tok)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	rd := bufio.NewReader(conn)
+	for i, want := range []string{`"messages":[]`, `"data":1`, `"status":"ok"`, `"messages":[]`} {
+		res, body := readAnswer(t, rd, "GET")
+		if res.StatusCode != http.StatusOK || !strings.Contains(body, want) {
+			t.Fatalf("answer %d: %d %s, want %s", i, res.StatusCode, body, want)
+		}
+	}
+}
+
+// expectClosed fails unless the server closes conn within five seconds without answering.
+func expectClosed(t *testing.T, rd *bufio.Reader, what string) {
+	t.Helper()
+	b, err := rd.ReadByte()
+	if err == nil {
+		rest, _ := rd.Peek(rd.Buffered())
+		t.Fatalf("%s: got an answer %q, want the connection closed", what, string(b)+string(rest))
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("%s: the connection is still open", what)
+	}
+}
+
+func TestKeptConnectionIdleTimeout(t *testing.T) {
+	h := newHarness(t, nil)
+	base := h.serveParkingWith(func(s *http.Server) { s.IdleTimeout = 100 * time.Millisecond })
+	conn, rd := keptConn(t, base, token(t, "u", time.Hour))
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	expectClosed(t, rd, "kept connection after IdleTimeout")
+}
+
+func TestKeptConnectionSlowHeadIsCut(t *testing.T) {
+	h := newHarness(t, nil)
+	base := h.serveParkingWith(func(s *http.Server) { s.ReadHeaderTimeout = 200 * time.Millisecond })
+	conn, rd := keptConn(t, base, token(t, "u", time.Hour))
+	// Half a head, then nothing: a slowloris on a kept connection.
+	if _, err := io.WriteString(conn, "GET /v1/poll?wait=1s HTTP/1.1\r\nHost: x\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	expectClosed(t, rd, "kept connection with a head slower than ReadHeaderTimeout")
+}
+
+func TestKeptConnectionClosesOnDrain(t *testing.T) {
+	h := newHarness(t, nil)
+	base := h.serveParking()
+	conn, rd := keptConn(t, base, token(t, "u", time.Hour))
+	h.srv.Drain()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	expectClosed(t, rd, "idle kept connection on Drain")
+}
+
+func TestKeptConnectionHonoursConnectionClose(t *testing.T) {
+	h := newHarness(t, nil)
+	base := h.serveParking()
+	tok := token(t, "u", time.Hour)
+	conn, rd := keptConn(t, base, tok)
+	if _, err := io.WriteString(conn, "GET /v1/poll?token="+tok+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	res, body := readAnswer(t, rd, "GET")
+	if res.StatusCode != http.StatusOK || !res.Close {
+		t.Fatalf("want 200 with Connection: close, got %d close=%v %s", res.StatusCode, res.Close, body)
+	}
+	expectClosed(t, rd, "kept connection after Connection: close")
+}
