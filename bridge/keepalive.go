@@ -155,33 +155,43 @@ func (s *Server) awaitRequest(p *parked, l *reuseListener, b []byte) bool {
 	}
 }
 
-// What readHead found.
+// What scanHead and readHead found.
 const (
 	headServe    = iota // a request for the fast path; its head is buf[:end]
 	headHandBack        // something else: net/http gets it, with every byte read
 	headClose           // the client left, broke the connection or was too slow
+	headMore            // so far so good: more bytes are needed
 )
 
-// readHead reads into buf (n bytes already there) until it holds a whole request head, or shows
-// it is not one for the fast path. It returns the head's end and the bytes now in buf.
+// scanHead judges the bytes of a request read so far, at most max: a whole head that may be one
+// for the fast path ends at end (headServe), more bytes are needed (headMore), or the request is
+// net/http's to judge (headHandBack).
+func scanHead(got []byte, max int) (end, verdict int) {
+	if m := min(len(got), len(pollPrefix)); !bytes.Equal(got[:m], pollPrefix[:m]) {
+		return 0, headHandBack
+	}
+	if len(got) > len(pollPrefix) && got[len(pollPrefix)] != '?' && got[len(pollPrefix)] != ' ' {
+		return 0, headHandBack // /v1/polls, /v1/poll/x: not ours to judge
+	}
+	if bytes.Contains(got, lfLF) {
+		return 0, headHandBack // bare line feeds: net/http's parser decides
+	}
+	if i := bytes.Index(got, crlfCRLF); i >= 0 {
+		return i + len(crlfCRLF), headServe
+	}
+	if len(got) >= max {
+		return 0, headHandBack
+	}
+	return 0, headMore
+}
+
+// readHead reads into buf (n bytes already there) until scanHead has a verdict. It returns the
+// head's end and the bytes now in buf.
 func (s *Server) readHead(p *parked, l *reuseListener, buf []byte, n int) (end, _ int, verdict int) {
 	until := l.timeout(l.srv.ReadHeaderTimeout)
 	for {
-		got := buf[:n]
-		if m := min(len(got), len(pollPrefix)); !bytes.Equal(got[:m], pollPrefix[:m]) {
-			return 0, n, headHandBack
-		}
-		if len(got) > len(pollPrefix) && got[len(pollPrefix)] != '?' && got[len(pollPrefix)] != ' ' {
-			return 0, n, headHandBack // /v1/polls, /v1/poll/x: not ours to judge
-		}
-		if bytes.Contains(got, lfLF) {
-			return 0, n, headHandBack // bare line feeds: net/http's parser decides
-		}
-		if i := bytes.Index(got, crlfCRLF); i >= 0 {
-			return i + len(crlfCRLF), n, headServe
-		}
-		if n == len(buf) {
-			return 0, n, headHandBack
+		if end, verdict := scanHead(buf[:n], len(buf)); verdict != headMore {
+			return end, n, verdict
 		}
 		m, poked, err := p.await(until, buf[n:])
 		n += m
@@ -196,23 +206,36 @@ func (s *Server) readHead(p *parked, l *reuseListener, buf []byte, n int) (end, 
 	}
 }
 
-// serveKeptRequest parses head and, when the request is one for the fast path, runs the
-// http.Server's handler on it and writes its answer. done says the loop is over (closeConn then
-// says whether to close); otherwise next holds the bytes read past the head, the next request.
-func (s *Server) serveKeptRequest(c *ownedConn, head, rest []byte) (done, closeConn bool, next []byte) {
-	l := c.l
+// parseKept parses a head from scanHead with net/http's parser and returns the request when the
+// fast path takes it, or nil. http.ReadRequest moves the Host header into req.Host, as net/http's
+// server does.
+func parseKept(head []byte) *http.Request {
+	if !plainHead(head) {
+		return nil
+	}
 	kp := keptParserPool.Get().(*keptParser)
 	kp.src.Reset(head)
 	kp.br.Reset(&kp.src)
 	req, err := http.ReadRequest(kp.br)
 	kp.br.Reset(nil)
 	keptParserPool.Put(kp)
-	if err != nil || !plainHead(head) || !keptEligible(req) {
+	if err != nil || !keptEligible(req) {
+		return nil
+	}
+	return req
+}
+
+// serveKeptRequest parses head and, when the request is one for the fast path, runs the
+// http.Server's handler on it and writes its answer. done says the loop is over (closeConn then
+// says whether to close); otherwise next holds the bytes read past the head, the next request.
+func (s *Server) serveKeptRequest(c *ownedConn, head, rest []byte) (done, closeConn bool, next []byte) {
+	l := c.l
+	req := parseKept(head)
+	if req == nil {
 		all := make([]byte, 0, len(head)+len(rest))
 		ok := c.giveBackWith(append(append(all, head...), rest...))
 		return true, !ok, nil
 	}
-	delete(req.Header, "Host") // as net/http's server: it lives in req.Host
 	req.RemoteAddr = c.remoteAddr()
 	ctx, cancel := context.WithCancel(l.baseCtx)
 	defer cancel()

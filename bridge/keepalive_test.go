@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"log"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -237,4 +240,87 @@ func TestKeptConnectionHonoursConnectionClose(t *testing.T) {
 		t.Fatalf("want 200 with Connection: close, got %d close=%v %s", res.StatusCode, res.Close, body)
 	}
 	expectClosed(t, rd, "kept connection after Connection: close")
+}
+
+// pipeListener hands net/http in-memory connections, for FuzzKeptHead.
+type pipeListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *pipeListener) Close() error   { l.once.Do(func() { close(l.done) }); return nil }
+func (l *pipeListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+// FuzzKeptHead checks the kept connections' fast path against net/http's server: whenever
+// scanHead and parseKept take a head, net/http, given the same bytes on a new connection, runs its
+// handler on a request with the same method, target, protocol, Host and headers. (What the fast
+// path refuses goes to net/http itself, so only this direction needs checking.)
+func FuzzKeptHead(f *testing.F) {
+	for _, seed := range []string{
+		"GET /v1/poll?wait=25s&cursor=abc-0&token=t HTTP/1.1\r\nHost: localhost:8080\r\n\r\n",
+		"GET /v1/poll HTTP/1.1\r\nHost: [::1]:80\r\nUser-Agent: a/1 (b; c)\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+		"GET /v1/poll?token=t HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer abc.def.ghi\r\nX-A: \t v \r\n\r\n",
+		"GET /v1/poll?token=t HTTP/1.1\r\nHost: x\r\nhost: y\r\n\r\n",
+		"GET /v1/poll?token=t HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+		"GET /v1/poll?token=t HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+		"GET /v1/poll?token=t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n",
+		"GET /v1/poll?a=%zz HTTP/1.1\r\nHost: x\r\nCache-Control: no-cache\r\nPragma: no-cache\r\n\r\n",
+		"GET /v1/poll HTTP/1.1\r\nHost: x\r\nX: y\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	ln := &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
+	got := make(chan *http.Request, 1)
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			got <- r
+			w.WriteHeader(http.StatusNoContent)
+		}),
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       log.New(io.Discard, "", 0),
+	}
+	go srv.Serve(ln)
+	f.Cleanup(func() { srv.Close() })
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		end, verdict := scanHead(data, keptHeadMax)
+		if verdict != headServe {
+			return
+		}
+		ours := parseKept(data[:end])
+		if ours == nil {
+			return
+		}
+		client, server := net.Pipe()
+		defer client.Close()
+		client.SetDeadline(time.Now().Add(10 * time.Second))
+		ln.conns <- server
+		go client.Write(data[:end]) // a pipe's write waits for the reader; Close ends it
+		res, err := http.ReadResponse(bufio.NewReader(client), nil)
+		if err != nil {
+			t.Fatalf("net/http's answer to %q: %v", data[:end], err)
+		}
+		if res.StatusCode != http.StatusNoContent {
+			b, _ := io.ReadAll(res.Body)
+			t.Fatalf("the fast path takes %q, net/http refuses it: %d %s", data[:end], res.StatusCode, b)
+		}
+		theirs := <-got
+		if ours.Method != theirs.Method || ours.RequestURI != theirs.RequestURI || ours.URL.String() != theirs.URL.String() ||
+			ours.Proto != theirs.Proto || ours.Host != theirs.Host || ours.Close != theirs.Close ||
+			ours.ContentLength != theirs.ContentLength || !reflect.DeepEqual(ours.Header, theirs.Header) {
+			t.Fatalf("for %q\nfast path: %s %s %s host %q close %v length %d %v\nnet/http:  %s %s %s host %q close %v length %d %v",
+				data[:end], ours.Method, ours.RequestURI, ours.Proto, ours.Host, ours.Close, ours.ContentLength, ours.Header,
+				theirs.Method, theirs.RequestURI, theirs.Proto, theirs.Host, theirs.Close, theirs.ContentLength, theirs.Header)
+		}
+	})
 }
