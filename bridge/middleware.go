@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"context"
 	"net/http"
 	"slices"
 	"time"
@@ -9,43 +8,60 @@ import (
 	"go.uber.org/zap"
 )
 
-// reqInfo carries what a handler learns about its request back to the access log.
-type reqInfo struct {
-	transport string
-	start     time.Time
-	detached  bool // a parked connection's goroutine logs the request when it really ends
+// logInfo finds the access log's record of the request whose ResponseWriter is w (the
+// loggingWriter under any wrappers), or nil.
+func logInfo(w http.ResponseWriter) *loggingWriter {
+	for {
+		switch v := w.(type) {
+		case *loggingWriter:
+			return v
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = v.Unwrap()
+		default:
+			return nil
+		}
+	}
 }
 
-type reqInfoKey struct{}
-
 // setTransport names the transport a request used (sse, longpoll, poll) for the access log.
-func setTransport(r *http.Request, transport string) {
-	if ri, ok := r.Context().Value(reqInfoKey{}).(*reqInfo); ok {
-		ri.transport = transport
+func setTransport(w http.ResponseWriter, transport string) {
+	if lw := logInfo(w); lw != nil {
+		lw.transport = transport
 	}
+}
+
+// requestStart is when the access log saw the request begin, or now outside it.
+func requestStart(w http.ResponseWriter) time.Time {
+	if lw := logInfo(w); lw != nil {
+		return lw.start
+	}
+	return time.Now()
 }
 
 // detach hands r's access log line to the goroutine that now owns its connection (park.go):
-// the handler returns long before the response ends. The returned function logs the line.
-func (s *Server) detach(r *http.Request) (logLine func(status int, bytes int64)) {
-	ri, ok := r.Context().Value(reqInfoKey{}).(*reqInfo)
-	if !ok {
+// the handler returns long before the response ends. The returned function logs the line. Call
+// it after setTransport.
+func (s *Server) detach(w http.ResponseWriter, r *http.Request) (logLine func(status int, bytes int64)) {
+	lw := logInfo(w)
+	if lw == nil {
 		return func(int, int64) {}
 	}
-	ri.detached = true
-	method, path, remote, start := r.Method, r.URL.Path, r.RemoteAddr, ri.start
+	lw.detached = true
+	// Copies, not lw: it holds net/http's response, which a parked connection must not keep alive.
+	method, path, remote, start, transport := r.Method, r.URL.Path, r.RemoteAddr, lw.start, lw.transport
 	return func(status int, bytes int64) {
-		s.logRequest(method, path, remote, status, bytes, time.Since(start), ri.transport)
+		s.logRequest(method, path, remote, status, bytes, start, transport)
 	}
 }
 
 // logRequest writes the access log line: the path but never the query string, which may hold a
 // token or ticket.
-func (s *Server) logRequest(method, path, remote string, status int, bytes int64, d time.Duration, transport string) {
+func (s *Server) logRequest(method, path, remote string, status int, bytes int64, start time.Time, transport string) {
 	ce := s.log.Check(zap.InfoLevel, "request") // nil below the level: no fields built
 	if ce == nil {
 		return
 	}
+	d := time.Since(start)
 	ce.Write(
 		zap.String("method", method),
 		zap.String("path", path),
@@ -57,12 +73,16 @@ func (s *Server) logRequest(method, path, remote string, status int, bytes int64
 	)
 }
 
-// loggingWriter records the status and size of a response. Unwrap lets http.ResponseController
-// reach the connection underneath for Flush and write deadlines.
+// loggingWriter records the status and size of a response, and what the handler tells the
+// access log (setTransport, detach). Unwrap lets http.ResponseController reach the connection
+// underneath for Flush and write deadlines.
 type loggingWriter struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
+	status    int
+	bytes     int64
+	start     time.Time
+	transport string
+	detached  bool // a parked connection's goroutine logs the request when it really ends
 }
 
 func (lw *loggingWriter) WriteHeader(code int) {
@@ -87,9 +107,7 @@ func (lw *loggingWriter) Unwrap() http.ResponseWriter { return lw.ResponseWriter
 // 500. The line has the path but never the query string, which may hold a token.
 func (s *Server) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		info := &reqInfo{start: time.Now()}
-		lw := &loggingWriter{ResponseWriter: w}
-		r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))
+		lw := &loggingWriter{ResponseWriter: w, start: time.Now()}
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
@@ -100,8 +118,8 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 					s.writeError(lw, r.URL.Path, errInternal)
 				}
 			}
-			if !info.detached {
-				s.logRequest(r.Method, r.URL.Path, r.RemoteAddr, lw.status, lw.bytes, time.Since(info.start), info.transport)
+			if !lw.detached {
+				s.logRequest(r.Method, r.URL.Path, r.RemoteAddr, lw.status, lw.bytes, lw.start, lw.transport)
 			}
 		}()
 		next.ServeHTTP(lw, r)

@@ -34,7 +34,7 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 	if wait > 0 {
 		transport = "longpoll"
 	}
-	setTransport(r, transport)
+	setTransport(w, transport)
 	if s.faults.active(faultPoll) {
 		return errDemoFault
 	}
@@ -60,7 +60,7 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 	}
 	deadline := time.Now().Add(wait)
 	if p, pending := s.park(w, r); p != nil {
-		s.parkLongPoll(p, pending, s.detach(r), user, c, deadline, sub, release, w.Header().Clone(), r.Close || !p.reusable())
+		s.parkLongPoll(p, pending, s.detach(w, r), user, c, deadline, sub, release, w.Header().Clone(), r.Close || !p.reusable())
 		return nil
 	}
 	defer release()

@@ -34,7 +34,7 @@ var reservedEvents = map[string]bool{"hello": true, "ping": true, "reset": true,
 // publish handles POST /v1/publish. It decodes and validates the whole request first and stores
 // it with one Append, so a bad request changes nothing.
 func (s *Server) publish(w http.ResponseWriter, r *http.Request) (err error) {
-	start := time.Now()
+	start := requestStart(w)
 	var drafts []cache.Draft
 	defer func() { s.countPublish(err, len(drafts), start) }()
 	if s.isDraining() {

@@ -27,7 +27,7 @@ import (
 //
 // The read loop is serveStream, shared with the WebSocket endpoint.
 func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
-	setTransport(r, "sse")
+	setTransport(w, "sse")
 	ctx := r.Context()
 	q := r.URL.Query()
 	from := r.Header.Get("Last-Event-ID")
@@ -68,7 +68,7 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 	if !s.faults.holdSSE() {
 		if p, _ := s.park(w, r); p != nil {
 			// An SSE client sends nothing after its request; bytes it pipelined are ignored.
-			s.parkSSE(p, s.detach(r), who, c, sub, release, h, out)
+			s.parkSSE(p, s.detach(w, r), who, c, sub, release, h, out)
 			return nil
 		}
 	}

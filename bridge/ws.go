@@ -50,7 +50,7 @@ var wsCloseCodes = map[closeReason]websocket.StatusCode{
 // The client sends nothing; a data message from it ends the connection with 1008. Refusals
 // before the upgrade (bad cursor, bad token, draining) are the usual JSON error answers.
 func (s *Server) ws(w http.ResponseWriter, r *http.Request) error {
-	setTransport(r, "ws")
+	setTransport(w, "ws")
 	if !isWebSocketUpgrade(r) {
 		w.Header().Set("Upgrade", "websocket")
 		return errorf(http.StatusUpgradeRequired, "upgrade_required", "this endpoint speaks WebSocket only")
