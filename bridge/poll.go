@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/bridged/bridged/cache"
@@ -21,12 +23,11 @@ const pollLimit = 1000
 // wait for the change, the deadline, the node draining or the client leaving. On HTTP/1.1 it
 // waits on a parked connection (park.go), which holds far less memory than net/http's.
 func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
-	q := r.URL.Query()
-	c, err := cache.ParseCursor(q.Get("cursor"))
+	c, err := cache.ParseCursor(queryValue(r.URL.RawQuery, "cursor"))
 	if err != nil {
 		return badRequest("bad_cursor", "cursor is malformed; send back an id bridged gave you, or none")
 	}
-	wait, err := parseWait(q.Get("wait"), s.opts.LongPollMax)
+	wait, err := parseWait(queryValue(r.URL.RawQuery, "wait"), s.opts.LongPollMax)
 	if err != nil {
 		return err
 	}
@@ -208,3 +209,53 @@ func parseWait(v string, max time.Duration) (time.Duration, error) {
 	}
 	return min(d, max), nil
 }
+
+// queryValue is r.URL.Query().Get(key) without building the map (a poll reads two keys, often):
+// the first value of key in the raw query, or "". It follows url.ParseQuery's rules: pairs split
+// on "&", a pair holding ";" skipped, keys and values query-unescaped, a pair that does not
+// unescape skipped. A query past net/url's limit on parameters is left to net/url, which then
+// yields nothing. FuzzQueryValue checks it against url.ParseQuery.
+func queryValue(raw, key string) string {
+	if strings.Count(raw, "&") >= maxQueryParams {
+		u := url.URL{RawQuery: raw}
+		return u.Query().Get(key)
+	}
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		if pair == "" || strings.Contains(pair, ";") {
+			continue
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		if escaped(k) {
+			var err error
+			if k, err = url.QueryUnescape(k); err != nil {
+				continue
+			}
+		}
+		if k != key {
+			continue
+		}
+		if !escaped(v) {
+			return v
+		}
+		if v, err := url.QueryUnescape(v); err == nil {
+			return v
+		}
+	}
+	return ""
+}
+
+// escaped reports whether s holds a query escape ('%' or '+').
+func escaped(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' || s[i] == '+' {
+			return true
+		}
+	}
+	return false
+}
+
+// maxQueryParams: queries with this many "&" go to net/url itself. It is well under net/url's
+// default limit (10,000); a GODEBUG urlmaxqueryparams set below it is not followed here.
+const maxQueryParams = 1000

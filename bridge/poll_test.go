@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -226,4 +228,49 @@ func TestGoneLongPollIsNotAnError(t *testing.T) {
 	for _, e := range logs.All() {
 		t.Errorf("logged at %s: %q %v", e.Level, e.Message, e.ContextMap())
 	}
+}
+
+// FuzzQueryValue checks queryValue against url.ParseQuery, whose rules it follows.
+func FuzzQueryValue(f *testing.F) {
+	for _, seed := range [][2]string{
+		{"cursor=abc-0&wait=25s", "cursor"},
+		{"wait=25s&wait=1s", "wait"},
+		{"curs%6Fr=x&cursor=y", "cursor"},
+		{"cursor=%zz&cursor=ok", "cursor"},
+		{"cursor=a;b&cursor=c", "cursor"},
+		{"a+b=c+d&a%20b=e", "a b"},
+		{"&&cursor&=x", "cursor"},
+		{"token=" + strings.Repeat("t", 300) + "&cursor=", "cursor"},
+	} {
+		f.Add(seed[0], seed[1])
+	}
+	f.Fuzz(func(t *testing.T, raw, key string) {
+		v, _ := url.ParseQuery(raw)
+		if got, want := queryValue(raw, key), v.Get(key); got != want {
+			t.Fatalf("queryValue(%q, %q) = %q, url.ParseQuery gives %q", raw, key, got, want)
+		}
+	})
+}
+
+// BenchmarkPollQuery: reading a long-poll's two parameters with url.Values and with queryValue.
+func BenchmarkPollQuery(b *testing.B) {
+	const raw = "cursor=24iqq1pv00krh-17&wait=30s"
+	b.Run("url.Query", func(b *testing.B) {
+		b.ReportAllocs()
+		u := url.URL{RawQuery: raw}
+		for b.Loop() {
+			q := u.Query()
+			if q.Get("cursor") == "" || q.Get("wait") == "" {
+				b.Fatal("missing")
+			}
+		}
+	})
+	b.Run("queryValue", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if queryValue(raw, "cursor") == "" || queryValue(raw, "wait") == "" {
+				b.Fatal("missing")
+			}
+		}
+	})
 }
