@@ -65,72 +65,54 @@ type keptResponse struct {
 // handler returns, under its own write deadline.
 func (kw *keptResponse) SetWriteDeadline(time.Time) error { return nil }
 
-// keptFrom finds the keptResponse under w's wrappers, or nil.
-func keptFrom(w http.ResponseWriter) *keptResponse {
-	for {
-		switch v := w.(type) {
-		case *keptResponse:
-			return v
-		case interface{ Unwrap() http.ResponseWriter }:
-			w = v.Unwrap()
-		default:
-			return nil
-		}
-	}
-}
-
 // serveKept serves the requests that follow a parked long-poll's answer on p's connection (see
 // above), from pending (bytes already read) and then the connection. It returns when the
 // connection is closed for, handed back to net/http, or taken over by a new park; closeConn says
 // the caller must close it.
 func (s *Server) serveKept(p *parked, pending []byte) (closeConn bool) {
 	c, ok := p.conn.(*ownedConn)
-	if !ok {
-		return true
-	}
-	l := c.l
-	if l.srv == nil || l.srv.Handler == nil {
+	if !ok || c.l.srv == nil || c.l.srv.Handler == nil {
 		return !p.keep(pending)
 	}
 	for {
-		if s.isDraining() || l.isClosed() {
+		if s.isDraining() || c.l.isClosed() {
 			return true // net/http too closes idle connections on Shutdown
 		}
-		var first [1]byte
-		if len(pending) == 0 && !s.awaitRequest(p, l, first[:]) {
-			return true
-		}
-		bufp := keptHeadPool.Get().(*[]byte)
-		buf := *bufp
-		n := copy(buf, first[:])
-		if len(pending) > 0 {
-			if len(pending) > len(buf) {
-				keptHeadPool.Put(bufp)
-				return !p.keep(pending)
+		if len(pending) == 0 {
+			var first [1]byte
+			if !s.awaitRequest(p, c.l, first[:]) {
+				return true
 			}
-			n = copy(buf, pending)
+			pending = first[:]
 		}
-		end, n, verdict := s.readHead(p, l, buf, n)
-		var next []byte
-		switch verdict {
-		case headServe:
-			var done bool
-			done, closeConn, next = s.serveKeptRequest(c, buf[:end], buf[end:n])
-			if done {
-				keptHeadPool.Put(bufp)
-				return closeConn
-			}
-		case headHandBack:
-			ok := p.keep(buf[:n]) // copies what it keeps
-			keptHeadPool.Put(bufp)
-			return !ok
-		default: // headClose
-			keptHeadPool.Put(bufp)
-			return true
+		var done bool
+		if done, closeConn, pending = s.serveNextKept(p, c, pending); done {
+			return closeConn
 		}
-		keptHeadPool.Put(bufp)
-		pending = next
 	}
+}
+
+// serveNextKept reads one request on a kept connection, starting with the bytes in pending, and
+// serves it or hands the connection back to net/http with every byte read. done says the loop is
+// over (closeConn then says whether to close); otherwise next holds the bytes read past the
+// request, the start of the next one.
+func (s *Server) serveNextKept(p *parked, c *ownedConn, pending []byte) (done, closeConn bool, next []byte) {
+	bufp := keptHeadPool.Get().(*[]byte)
+	defer keptHeadPool.Put(bufp)
+	buf := *bufp
+	if len(pending) > len(buf) {
+		return true, !p.keep(pending), nil
+	}
+	end, n, verdict := s.readHead(p, c.l, buf, copy(buf, pending))
+	switch verdict {
+	case headClose:
+		return true, true, nil
+	case headServe:
+		if req := parseKept(buf[:end]); req != nil {
+			return s.serveKeptRequest(p, c, req, buf[end:n])
+		}
+	}
+	return true, !p.keep(buf[:n]), nil // keep copies what it hands back
 }
 
 // awaitRequest waits, up to the idle timeout, for the first byte of the connection's next
@@ -225,47 +207,28 @@ func parseKept(head []byte) *http.Request {
 	return req
 }
 
-// serveKeptRequest parses head and, when the request is one for the fast path, runs the
-// http.Server's handler on it and writes its answer. done says the loop is over (closeConn then
-// says whether to close); otherwise next holds the bytes read past the head, the next request.
-func (s *Server) serveKeptRequest(c *ownedConn, head, rest []byte) (done, closeConn bool, next []byte) {
-	l := c.l
-	req := parseKept(head)
-	if req == nil {
-		all := make([]byte, 0, len(head)+len(rest))
-		ok := c.giveBackWith(append(append(all, head...), rest...))
-		return true, !ok, nil
-	}
+// serveKeptRequest runs the http.Server's handler on req, a request parseKept took, and writes
+// its answer. rest holds the bytes read past its head. done, closeConn and next are
+// serveNextKept's.
+func (s *Server) serveKeptRequest(p *parked, c *ownedConn, req *http.Request, rest []byte) (done, closeConn bool, next []byte) {
 	req.RemoteAddr = c.remoteAddr()
-	ctx, cancel := context.WithCancel(l.baseCtx)
+	ctx, cancel := context.WithCancel(c.l.baseCtx)
 	defer cancel()
 	req = req.WithContext(ctx)
 
 	kw := &keptResponse{rawResponse: rawResponse{header: make(http.Header, 8)}, conn: c}
 	if len(rest) > 0 {
-		kw.rest = append([]byte(nil), rest...)
+		kw.rest = append([]byte(nil), rest...) // rest lives in a pooled buffer
 	}
 	s.parked.keptServed.Add(1)
-	if !s.runKeptHandler(l.srv.Handler, kw, req) {
+	if !s.runKeptHandler(c.l.srv.Handler, kw, req) {
 		return true, true, nil
 	}
 	if kw.hijacked {
 		return true, false, nil
 	}
-	status := kw.status
-	if status == 0 {
-		status = http.StatusOK
-	}
-	if len(kw.body) > 0 && kw.header.Get("Content-Type") == "" {
-		kw.header.Set("Content-Type", http.DetectContentType(kw.body))
-	}
-	closeAfter := req.Close || s.isDraining() || l.isClosed()
-	out := appendHead(make([]byte, 0, 512+len(kw.body)), status, kw.header, len(kw.body), closeAfter)
-	out = append(out, kw.body...)
-	if err := c.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout)); err != nil {
-		return true, true, nil
-	}
-	if _, err := c.Write(out); err != nil || closeAfter {
+	closeAfter := req.Close || s.isDraining() || c.l.isClosed()
+	if err := p.write(kw.wire(closeAfter), s.opts.WriteTimeout); err != nil || closeAfter {
 		return true, true, nil
 	}
 	return false, false, kw.rest

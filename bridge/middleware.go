@@ -8,31 +8,32 @@ import (
 	"go.uber.org/zap"
 )
 
-// logInfo finds the access log's record of the request whose ResponseWriter is w (the
-// loggingWriter under any wrappers), or nil.
-func logInfo(w http.ResponseWriter) *loggingWriter {
+// beneath finds the ResponseWriter of type T under w's wrappers, following Unwrap as
+// http.ResponseController does: the access log's loggingWriter, a kept connection's keptResponse.
+func beneath[T http.ResponseWriter](w http.ResponseWriter) (T, bool) {
 	for {
-		switch v := w.(type) {
-		case *loggingWriter:
-			return v
-		case interface{ Unwrap() http.ResponseWriter }:
-			w = v.Unwrap()
-		default:
-			return nil
+		if v, ok := w.(T); ok {
+			return v, true
 		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			var none T
+			return none, false
+		}
+		w = u.Unwrap()
 	}
 }
 
 // setTransport names the transport a request used (sse, longpoll, poll) for the access log.
 func setTransport(w http.ResponseWriter, transport string) {
-	if lw := logInfo(w); lw != nil {
+	if lw, ok := beneath[*loggingWriter](w); ok {
 		lw.transport = transport
 	}
 }
 
 // requestStart is when the access log saw the request begin, or now outside it.
 func requestStart(w http.ResponseWriter) time.Time {
-	if lw := logInfo(w); lw != nil {
+	if lw, ok := beneath[*loggingWriter](w); ok {
 		return lw.start
 	}
 	return time.Now()
@@ -42,8 +43,8 @@ func requestStart(w http.ResponseWriter) time.Time {
 // the handler returns long before the response ends. The returned function logs the line. Call
 // it after setTransport.
 func (s *Server) detach(w http.ResponseWriter, r *http.Request) (logLine func(status int, bytes int64)) {
-	lw := logInfo(w)
-	if lw == nil {
+	lw, ok := beneath[*loggingWriter](w)
+	if !ok {
 		return func(int, int64) {}
 	}
 	lw.detached = true

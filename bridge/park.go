@@ -153,7 +153,7 @@ func (s *Server) park(w http.ResponseWriter, r *http.Request) (*parked, []byte) 
 	if r.ProtoMajor != 1 || r.Method != http.MethodGet {
 		return nil, nil // HEAD (which GET routes also match) must get no body: net/http sees to it
 	}
-	if kw := keptFrom(w); kw != nil { // a request read by a kept connection (keepalive.go)
+	if kw, ok := beneath[*keptResponse](w); ok { // a request read by a kept connection (keepalive.go)
 		kw.hijacked = true
 		return &parked{id: s.parked.seq.Add(1), conn: kw.conn}, kw.rest
 	}
@@ -208,6 +208,21 @@ func (rr *rawResponse) Write(b []byte) (int, error) {
 	}
 	rr.body = append(rr.body, b...)
 	return len(b), nil
+}
+
+// wire is the whole response on the wire, head and body; close says the connection ends after it.
+// As net/http does, a handler that wrote nothing answers 200 and a body without a Content-Type
+// gets a sniffed one.
+func (rr *rawResponse) wire(close bool) []byte {
+	status := rr.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	if len(rr.body) > 0 && rr.header.Get("Content-Type") == "" {
+		rr.header.Set("Content-Type", http.DetectContentType(rr.body))
+	}
+	b := appendHead(make([]byte, 0, 512+len(rr.body)), status, rr.header, len(rr.body), close)
+	return append(b, rr.body...)
 }
 
 // appendHead appends an HTTP/1.1 status line and header block. A negative contentLength means

@@ -146,9 +146,7 @@ func (s *Server) parkLongPoll(p *parked, pending []byte, logLine func(int, int64
 		} else {
 			s.writeBatch(rr, "longpoll", a.batch)
 		}
-		buf := appendHead(make([]byte, 0, 512+len(rr.body)), rr.status, rr.header, len(rr.body), closeAfter)
-		buf = append(buf, rr.body...)
-		err := p.write(buf, s.opts.WriteTimeout)
+		err := p.write(rr.wire(closeAfter), s.opts.WriteTimeout)
 		logLine(rr.status, int64(len(rr.body)))
 		return err != nil || closeAfter || s.serveKept(p, pending)
 	})
