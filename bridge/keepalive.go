@@ -12,24 +12,29 @@ import (
 	"go.uber.org/zap"
 )
 
-// Kept connections: after a parked long-poll has written its answer, the goroutine that wrote it
-// reads the connection's next request itself when it is another poll, instead of handing the
-// connection back to net/http. A client in a long-poll loop then costs one goroutine for its
-// whole life; through net/http each re-poll would cost a hand-off to the accept loop, a new
-// connection goroutine, net/http's background reader (which the next park must stop again) and
-// a new parked goroutine.
+// Kept connections: bridged reads the requests of the connections its Listener accepts itself
+// and serves the two hot ones, a poll and a publish, without net/http; everything else goes to
+// net/http on the same connection. The goroutine that reads a connection serves its requests one
+// after another, and after a parked long-poll's answer the goroutine that wrote it reads the next
+// request. A client in a long-poll loop or an app publishing over a keep-alive connection then
+// costs one goroutine and no buffer while idle; net/http would keep a connection goroutine, a
+// background reader (which every park must stop again) and 4 KiB read and write buffers, and
+// hand every re-poll through its accept loop.
 //
 // The fast path is narrow on purpose. It takes a request only when it is exactly
-// "GET /v1/poll?…" over HTTP/1.1 with a head of at most keptHeadMax bytes ending in CRLF CRLF,
-// no body, no Expect or Upgrade, one Host header and header bytes from a conservative set. It
-// parses the head with net/http's own parser (http.ReadRequest) and runs the http.Server's
-// handler on it, so the middleware, authentication, limits and access log are those of every
-// other request. Anything else, malformed input included, goes back to net/http with every byte
-// read so far, and net/http answers it (400, 431, 505…) exactly as on a new connection. The
-// http.Server's IdleTimeout and ReadHeaderTimeout bound the waits as net/http would.
+// "GET /v1/poll?…" with no body or "POST /v1/publish" with a Content-Length body, over HTTP/1.1,
+// head and body together at most keptHeadMax bytes, the head ending in CRLF CRLF, with no Expect
+// or Upgrade, one Host header and header bytes from a conservative set. It parses the head with
+// net/http's own parser (http.ReadRequest) and runs the http.Server's handler on it, so the
+// middleware, authentication, limits and access log are those of every other request. Anything
+// else, malformed input included, goes to net/http with every byte read so far, and net/http
+// answers it (400, 431, 505…) exactly as it would have. The http.Server's ReadHeaderTimeout
+// (from the connection's start, for its first request) and IdleTimeout bound the waits as
+// net/http would.
 
-// keptHeadMax is the largest request head the fast path reads; a poll's head is a few hundred
-// bytes. Larger ones go to net/http, whose MaxHeaderBytes then applies.
+// keptHeadMax is the largest request, head and body, the fast path reads; a poll's head is a few
+// hundred bytes, a publish of one message rarely 1 KiB. Larger ones go to net/http, whose
+// MaxHeaderBytes and the publish handler's limits then apply.
 const keptHeadMax = 4 << 10
 
 var keptHeadPool = sync.Pool{New: func() any { b := make([]byte, keptHeadMax); return &b }}
@@ -47,9 +52,10 @@ var keptParserPool = sync.Pool{New: func() any {
 }}
 
 var (
-	crlfCRLF   = []byte("\r\n\r\n")
-	lfLF       = []byte("\n\n")
-	pollPrefix = []byte("GET /v1/poll")
+	crlfCRLF = []byte("\r\n\r\n")
+	lfLF     = []byte("\n\n")
+	// keptTargets: how the requests the fast path may take begin; a space or '?' must follow.
+	keptTargets = [][]byte{[]byte("GET /v1/poll"), []byte("POST /v1/publish")}
 )
 
 // keptResponse is the http.ResponseWriter of a request served on a kept connection: it buffers
@@ -57,69 +63,107 @@ var (
 type keptResponse struct {
 	rawResponse
 	conn     *ownedConn
-	rest     []byte // bytes read past the request head (a pipelined request), for park
-	hijacked bool   // park took the connection: a new parked goroutine owns it
+	body     keptBody // the request's body, read with its head
+	rest     []byte   // bytes read past the request (a pipelined request), for park
+	hijacked bool     // park took the connection: a new parked goroutine owns it
 }
 
 // SetWriteDeadline lets writers that set one (writeBatch) run; the answer is written after the
 // handler returns, under its own write deadline.
 func (kw *keptResponse) SetWriteDeadline(time.Time) error { return nil }
 
-// serveKept serves the requests that follow a parked long-poll's answer on p's connection (see
-// above), from pending (bytes already read) and then the connection. It returns when the
-// connection is closed for, handed back to net/http, or taken over by a new park; closeConn says
-// the caller must close it.
-func (s *Server) serveKept(p *parked, pending []byte) (closeConn bool) {
+// SetReadDeadline lets readers that set one (decodePublish) run; the body is already in memory.
+func (kw *keptResponse) SetReadDeadline(time.Time) error { return nil }
+
+// keptBody is a kept request's body: bytes read with its head, valid while the handler runs.
+type keptBody struct{ bytes.Reader }
+
+func (*keptBody) Close() error { return nil }
+
+// adopt serves c, just accepted by its listener, from its first request: through the fast path
+// or, for anything else, by handing it to net/http.
+func (s *Server) adopt(c *ownedConn) {
+	p := &parked{id: s.parked.seq.Add(1), conn: c}
+	s.runParked(p, func() bool { return s.serveKept(p, nil, true) })
+}
+
+// serveKept serves the requests on p's connection (see above), from pending (bytes already read)
+// and then the connection; fresh says no request has been read on it yet. It returns when the
+// connection is closed for, handed to net/http, or taken over by a new park; closeConn says the
+// caller must close it.
+func (s *Server) serveKept(p *parked, pending []byte, fresh bool) (closeConn bool) {
 	c, ok := p.conn.(*ownedConn)
 	if !ok || c.l.srv == nil || c.l.srv.Handler == nil {
 		return !p.keep(pending)
 	}
-	for {
-		if s.isDraining() || c.l.isClosed() {
-			return true // net/http too closes idle connections on Shutdown
+	for first := fresh; ; first = false {
+		// As net/http: a new connection's head must arrive within ReadHeaderTimeout of its
+		// start, and its first request is served even while the node drains; between requests
+		// the connection may idle for IdleTimeout, and is closed by a drain.
+		var headBy time.Time // zero: ReadHeaderTimeout from the request's first byte
+		if first {
+			headBy = c.l.timeout(c.l.srv.ReadHeaderTimeout)
+		} else if s.isDraining() || c.l.isClosed() {
+			return true
 		}
 		if len(pending) == 0 {
-			var first [1]byte
-			if !s.awaitRequest(p, c.l, first[:]) {
+			var b [1]byte
+			until := headBy
+			if !first {
+				until = c.l.timeout(c.l.srv.IdleTimeout)
+			}
+			if !s.awaitRequest(p, c.l, b[:], until, first) {
 				return true
 			}
-			pending = first[:]
+			pending = b[:]
 		}
 		var done bool
-		if done, closeConn, pending = s.serveNextKept(p, c, pending); done {
+		if done, closeConn, pending = s.serveNextKept(p, c, pending, headBy); done {
 			return closeConn
 		}
 	}
 }
 
-// serveNextKept reads one request on a kept connection, starting with the bytes in pending, and
-// serves it or hands the connection back to net/http with every byte read. done says the loop is
-// over (closeConn then says whether to close); otherwise next holds the bytes read past the
-// request, the start of the next one.
-func (s *Server) serveNextKept(p *parked, c *ownedConn, pending []byte) (done, closeConn bool, next []byte) {
+// serveNextKept reads one request on a kept connection, starting with the bytes in pending, its
+// head due by headBy (zero: ReadHeaderTimeout from now), and serves it or hands the connection to
+// net/http with every byte read. done says the loop is over (closeConn then says whether to
+// close); otherwise next holds the bytes read past the request, the start of the next one.
+func (s *Server) serveNextKept(p *parked, c *ownedConn, pending []byte, headBy time.Time) (done, closeConn bool, next []byte) {
 	bufp := keptHeadPool.Get().(*[]byte)
 	defer keptHeadPool.Put(bufp)
 	buf := *bufp
 	if len(pending) > len(buf) {
 		return true, !p.keep(pending), nil
 	}
-	end, n, verdict := s.readHead(p, c.l, buf, copy(buf, pending))
-	switch verdict {
-	case headClose:
+	if headBy.IsZero() {
+		headBy = c.l.timeout(c.l.srv.ReadHeaderTimeout)
+	}
+	end, n, verdict := s.readHead(p, buf, copy(buf, pending), headBy)
+	if verdict == headClose {
 		return true, true, nil
-	case headServe:
-		if req := parseKept(buf[:end]); req != nil {
-			return s.serveKeptRequest(p, c, req, buf[end:n])
+	}
+	if verdict == headServe {
+		if req := parseKept(buf[:end]); req != nil && end+int(req.ContentLength) <= len(buf) {
+			// The body, read under the head's deadline; one that is late goes to net/http
+			// with the rest, and the handler's own limits and deadlines apply to it there.
+			need := end + int(req.ContentLength)
+			var verdict int
+			if n, verdict = s.readAtLeast(p, buf, n, need, headBy); verdict == headClose {
+				return true, true, nil
+			}
+			if n >= need {
+				return s.serveKeptRequest(p, c, req, buf[end:need], buf[need:n])
+			}
 		}
 	}
 	return true, !p.keep(buf[:n]), nil // keep copies what it hands back
 }
 
-// awaitRequest waits, up to the idle timeout, for the first byte of the connection's next
-// request and puts it in b. It reports false when the connection is to be closed: the client
-// left or broke it, the idle timeout passed, or the node is draining or the listener closed.
-func (s *Server) awaitRequest(p *parked, l *reuseListener, b []byte) bool {
-	until := l.timeout(l.srv.IdleTimeout)
+// awaitRequest waits, up to until, for the first byte of the connection's next request and puts
+// it in b. It reports false when the connection is to be closed: the client left or broke it,
+// the time passed, the listener closed, or (unless first, a new connection's first request) the
+// node is draining.
+func (s *Server) awaitRequest(p *parked, l *reuseListener, b []byte, until time.Time, first bool) bool {
 	for {
 		n, poked, err := p.await(until, b)
 		switch {
@@ -128,7 +172,7 @@ func (s *Server) awaitRequest(p *parked, l *reuseListener, b []byte) bool {
 		case err != nil:
 			return false
 		case poked:
-			if s.isDraining() || l.isClosed() {
+			if l.isClosed() || (!first && s.isDraining()) {
 				return false
 			}
 		case !until.IsZero() && !time.Now().Before(until):
@@ -147,43 +191,94 @@ const (
 
 // scanHead judges the bytes of a request read so far, at most max: a whole head that may be one
 // for the fast path ends at end (headServe), more bytes are needed (headMore), or the request is
-// net/http's to judge (headHandBack).
+// net/http's to judge (headHandBack). Bytes past the head's end are its body and what follows.
 func scanHead(got []byte, max int) (end, verdict int) {
-	if m := min(len(got), len(pollPrefix)); !bytes.Equal(got[:m], pollPrefix[:m]) {
+	if !keptTarget(got) {
 		return 0, headHandBack
 	}
-	if len(got) > len(pollPrefix) && got[len(pollPrefix)] != '?' && got[len(pollPrefix)] != ' ' {
-		return 0, headHandBack // /v1/polls, /v1/poll/x: not ours to judge
-	}
-	if bytes.Contains(got, lfLF) {
-		return 0, headHandBack // bare line feeds: net/http's parser decides
-	}
+	head := got
 	if i := bytes.Index(got, crlfCRLF); i >= 0 {
-		return i + len(crlfCRLF), headServe
+		end = i + len(crlfCRLF)
+		head = got[:end]
 	}
-	if len(got) >= max {
+	switch {
+	case bytes.Contains(head, lfLF):
+		return 0, headHandBack // bare line feeds: net/http's parser decides where the head ends
+	case end > 0:
+		return end, headServe
+	case len(got) >= max:
 		return 0, headHandBack
 	}
 	return 0, headMore
 }
 
+// keptTarget reports whether got may begin a request the fast path takes: one of keptTargets, or
+// the start of one, followed by a space or '?' (so /v1/polls or /v1/publish/x are not ours).
+func keptTarget(got []byte) bool {
+	for _, t := range keptTargets {
+		if m := min(len(got), len(t)); !bytes.Equal(got[:m], t[:m]) {
+			continue
+		}
+		if len(got) > len(t) && got[len(t)] != '?' && got[len(t)] != ' ' {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
 // readHead reads into buf (n bytes already there) until scanHead has a verdict. It returns the
 // head's end and the bytes now in buf.
-func (s *Server) readHead(p *parked, l *reuseListener, buf []byte, n int) (end, _ int, verdict int) {
-	until := l.timeout(l.srv.ReadHeaderTimeout)
+func (s *Server) readHead(p *parked, buf []byte, n int, until time.Time) (end, _ int, verdict int) {
 	for {
 		if end, verdict := scanHead(buf[:n], len(buf)); verdict != headMore {
 			return end, n, verdict
 		}
-		m, poked, err := p.await(until, buf[n:])
-		n += m
-		switch {
-		case m > 0 || poked:
-			// Drain's poke waits for the request: its answer tells the client the node drains.
-		case err != nil:
-			return 0, n, headClose
-		case !until.IsZero() && !time.Now().Before(until):
+		var got readOutcome
+		if n, got = p.readMore(buf, n, until); got != readGot {
 			return 0, n, headClose // as net/http: a head that is too slow gets no answer
+		}
+	}
+}
+
+// readAtLeast reads into buf (n bytes already there) until it holds need bytes. When until
+// passes first it says headHandBack (net/http gets what arrived, and judges the rest); when the
+// client leaves, headClose.
+func (s *Server) readAtLeast(p *parked, buf []byte, n, need int, until time.Time) (_ int, verdict int) {
+	for n < need {
+		var got readOutcome
+		switch n, got = p.readMore(buf, n, until); got {
+		case readLate:
+			return n, headHandBack
+		case readGone:
+			return n, headClose
+		}
+	}
+	return n, headServe
+}
+
+type readOutcome int
+
+const (
+	readGot  readOutcome = iota // bytes arrived
+	readGone                    // the client left or broke the connection
+	readLate                    // the deadline passed first
+)
+
+// readMore reads what arrives into buf[n:], waiting up to until, and returns the bytes now in
+// buf. A poke does not end the wait: Drain's poke waits for the request, whose answer tells the
+// client the node drains.
+func (p *parked) readMore(buf []byte, n int, until time.Time) (int, readOutcome) {
+	for {
+		m, poked, err := p.await(until, buf[n:])
+		switch {
+		case m > 0:
+			return n + m, readGot
+		case err != nil:
+			return n, readGone
+		case poked:
+		case !until.IsZero() && !time.Now().Before(until):
+			return n, readLate
 		}
 	}
 }
@@ -207,16 +302,20 @@ func parseKept(head []byte) *http.Request {
 	return req
 }
 
-// serveKeptRequest runs the http.Server's handler on req, a request parseKept took, and writes
-// its answer. rest holds the bytes read past its head. done, closeConn and next are
-// serveNextKept's.
-func (s *Server) serveKeptRequest(p *parked, c *ownedConn, req *http.Request, rest []byte) (done, closeConn bool, next []byte) {
+// serveKeptRequest runs the http.Server's handler on req, a request parseKept took, with body
+// (read with its head) as its body, and writes its answer. rest holds the bytes read past the
+// request. done, closeConn and next are serveNextKept's.
+func (s *Server) serveKeptRequest(p *parked, c *ownedConn, req *http.Request, body, rest []byte) (done, closeConn bool, next []byte) {
 	req.RemoteAddr = c.remoteAddr()
 	ctx, cancel := context.WithCancel(c.l.baseCtx)
 	defer cancel()
 	req = req.WithContext(ctx)
 
 	kw := &keptResponse{rawResponse: rawResponse{header: make(http.Header, 8)}, conn: c}
+	if len(body) > 0 {
+		kw.body.Reset(body) // body lives in a pooled buffer, until this returns
+		req.Body = &kw.body
+	}
 	if len(rest) > 0 {
 		kw.rest = append([]byte(nil), rest...) // rest lives in a pooled buffer
 	}
@@ -281,12 +380,24 @@ func plainHead(head []byte) bool {
 }
 
 // keptEligible reports whether the fast path takes req, whose head passed plainHead: a GET of
-// /v1/poll over HTTP/1.1 with no body, nothing to negotiate and a plain Host. It is stricter than
-// net/http, never looser: whatever it refuses, net/http judges.
+// /v1/poll with no body or a POST of /v1/publish with a Content-Length (or no) body, over HTTP/1.1,
+// with nothing to negotiate and a plain Host. It is stricter than net/http, never looser:
+// whatever it refuses, net/http judges.
 func keptEligible(req *http.Request) bool {
-	if req.Method != http.MethodGet || req.ProtoMajor != 1 || req.ProtoMinor != 1 ||
-		req.URL.Path != "/v1/poll" || req.URL.Host != "" || !plainHost(req.Host) ||
-		req.ContentLength != 0 || len(req.TransferEncoding) != 0 {
+	switch {
+	case req.Method == http.MethodGet && req.URL.Path == "/v1/poll":
+		if req.ContentLength != 0 {
+			return false
+		}
+	case req.Method == http.MethodPost && req.URL.Path == "/v1/publish":
+		if req.ContentLength < 0 {
+			return false // a length unknown (chunked): net/http reads it
+		}
+	default:
+		return false
+	}
+	if req.ProtoMajor != 1 || req.ProtoMinor != 1 || req.URL.Host != "" || !plainHost(req.Host) ||
+		len(req.TransferEncoding) != 0 {
 		return false
 	}
 	for k := range req.Header {

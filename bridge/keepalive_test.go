@@ -2,12 +2,16 @@ package bridge
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
 	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -84,13 +88,20 @@ func TestKeptConnectionServesRepolls(t *testing.T) {
 	}
 }
 
-// Whatever the fast path does not take, net/http answers on the kept connection exactly as it
-// answers the same bytes on a new one.
+// Whatever the fast path does not take, net/http answers on a connection bridged read first, new
+// or kept after a long-poll, exactly as it answers the same bytes on a connection of its own; and
+// what the fast path takes, it answers as net/http would.
 func TestKeptConnectionHandsTheRestToNetHTTP(t *testing.T) {
 	h := newHarness(t, nil)
 	base := h.serveParking()
+	plain := h.servePlain()
 	tok := token(t, "u", time.Hour)
 	poll := "GET /v1/poll?token=" + tok
+	pub := func(headers, body string) string {
+		return "POST /v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + testPublishKey + "\r\n" + headers +
+			"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	}
+	one := `{"user":"v","data":1}`
 	cases := []struct {
 		name, req string
 		kept      bool // served by the fast path
@@ -100,7 +111,7 @@ func TestKeptConnectionHandsTheRestToNetHTTP(t *testing.T) {
 		{"health probe", "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", false},
 		{"a longer path", "GET /v1/polls HTTP/1.1\r\nHost: x\r\n\r\n", false},
 		{"HEAD", "HEAD /v1/poll?token=" + tok + " HTTP/1.1\r\nHost: x\r\n\r\n", false},
-		{"POST", "POST /v1/poll?token=" + tok + " HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", false},
+		{"POST to poll", "POST /v1/poll?token=" + tok + " HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", false},
 		{"no Host", poll + " HTTP/1.1\r\n\r\n", false},
 		{"two Hosts", poll + " HTTP/1.1\r\nHost: x\r\nhost: y\r\n\r\n", false},
 		{"bad Host", poll + " HTTP/1.1\r\nHost: a/b\r\n\r\n", false},
@@ -122,32 +133,58 @@ func TestKeptConnectionHandsTheRestToNetHTTP(t *testing.T) {
 		{"absolute target", "GET http://x/v1/poll?token=" + tok + " HTTP/1.1\r\nHost: x\r\n\r\n", false},
 		{"malformed request line", "GET /v1/poll\r\n\r\n", false},
 		{"bad query", "GET /v1/poll?token=" + tok + "&cursor=%zz HTTP/1.1\r\nHost: x\r\n\r\n", true},
+		{"publish", pub("", one), true},
+		{"publish, body with blank lines", pub("Content-Type: application/json\r\n", "{\n\n\"user\":\"v\",\r\n\r\n\"data\":2}"), true},
+		{"publish, bad JSON", pub("", `{"user":`), true},
+		{"publish, no body", "POST /v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + testPublishKey + "\r\n\r\n", true},
+		{"publish, wrong key", strings.Replace(pub("", one), testPublishKey, "nope", 1), true},
+		{"publish with a query", strings.Replace(pub("", one), "/v1/publish", "/v1/publish?x=1", 1), true},
+		{"publish to a longer path", strings.Replace(pub("", one), "/v1/publish", "/v1/publish/x", 1), false},
+		{"publish, chunked", "POST /v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + testPublishKey +
+			"\r\nTransfer-Encoding: chunked\r\n\r\n" + strconv.FormatInt(int64(len(one)), 16) + "\r\n" + one + "\r\n0\r\n\r\n", false},
+		{"publish, Expect", pub("Expect: 100-continue\r\n", one), false},
+		{"publish, two lengths", pub("Content-Length: 3\r\n", one), false},
+		{"publish, body over 4 KiB", pub("", `{"user":"v","data":"`+strings.Repeat("d", 5000)+`"}`), false},
+		{"publish over HTTP/1.0", strings.Replace(pub("", one), "HTTP/1.1", "HTTP/1.0", 1), false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			method, _, _ := strings.Cut(tc.req, " ")
-			fresh := rawRequests(t, base)
-			fresh.SetReadDeadline(time.Now().Add(10 * time.Second))
-			if _, err := io.WriteString(fresh, tc.req); err != nil {
+			ref := rawRequests(t, plain)
+			ref.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(ref, tc.req); err != nil {
 				t.Fatal(err)
 			}
-			wantStatus, wantBody := answerOf(t, bufio.NewReader(fresh), method)
+			wantStatus, wantBody := answerOf(t, bufio.NewReader(ref), method)
+			wantBody = withoutIDs(wantBody)
 
-			conn, rd := keptConn(t, base, tok)
-			kept := h.srv.parked.keptServed.Load()
-			if _, err := io.WriteString(conn, tc.req); err != nil {
-				t.Fatal(err)
-			}
-			status, body := answerOf(t, rd, method)
-			if status != wantStatus || body != wantBody {
-				t.Fatalf("on a kept connection: %d %q; on a new one: %d %q", status, body, wantStatus, wantBody)
-			}
-			if got := h.srv.parked.keptServed.Load() > kept; got != tc.kept {
-				t.Fatalf("served by the fast path: %v, want %v", got, tc.kept)
+			for _, kind := range []string{"new", "kept"} {
+				conn := rawRequests(t, base)
+				conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				rd := bufio.NewReader(conn)
+				if kind == "kept" {
+					conn, rd = keptConn(t, base, tok)
+				}
+				served := h.srv.parked.keptServed.Load()
+				if _, err := io.WriteString(conn, tc.req); err != nil {
+					t.Fatal(err)
+				}
+				status, body := answerOf(t, rd, method)
+				if body = withoutIDs(body); status != wantStatus || body != wantBody {
+					t.Fatalf("on a %s connection: %d %q; from net/http: %d %q", kind, status, body, wantStatus, wantBody)
+				}
+				if got := h.srv.parked.keptServed.Load() > served; got != tc.kept {
+					t.Fatalf("on a %s connection, served by the fast path: %v, want %v", kind, got, tc.kept)
+				}
 			}
 		})
 	}
 }
+
+var publishIDs = regexp.MustCompile(`"ids":\[[^]]*\]`)
+
+// withoutIDs blanks a publish answer's message ids, which differ from one publish to the next.
+func withoutIDs(body string) string { return publishIDs.ReplaceAllString(body, `"ids":[…]`) }
 
 // answerOf reads one answer's status and as much of its body as arrives (net/http may reset a
 // connection it refused a head on).
@@ -276,14 +313,25 @@ func FuzzKeptHead(f *testing.F) {
 		"GET /v1/poll?token=t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n",
 		"GET /v1/poll?a=%zz HTTP/1.1\r\nHost: x\r\nCache-Control: no-cache\r\nPragma: no-cache\r\n\r\n",
 		"GET /v1/poll HTTP/1.1\r\nHost: x\r\nX: y\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n",
+		"POST /v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: 21\r\n\r\n{\"user\":\"u\",\"data\":1}",
+		"POST /v1/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n\n\n\r\nPOST /v1/publish HTTP/1.1\r\n\r\n",
+		"POST /v1/publish HTTP/1.1\r\nHost: x\r\nContent-Length: +4\r\n\r\nabcd",
+		"POST /v1/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+		"POST /v1/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
 	} {
 		f.Add([]byte(seed))
 	}
 	ln := &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
-	got := make(chan *http.Request, 1)
+	type seen struct {
+		r    *http.Request
+		body []byte
+		err  error
+	}
+	got := make(chan seen, 1)
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			got <- r
+			body, err := io.ReadAll(r.Body)
+			got <- seen{r, body, err}
 			w.WriteHeader(http.StatusNoContent)
 		}),
 		MaxHeaderBytes: 64 << 10,
@@ -301,20 +349,28 @@ func FuzzKeptHead(f *testing.F) {
 		if ours == nil {
 			return
 		}
+		need := end + int(ours.ContentLength) // the fast path serves the request once its body is in
+		if need > len(data) || need > keptHeadMax {
+			return
+		}
 		client, server := net.Pipe()
 		defer client.Close()
 		client.SetDeadline(time.Now().Add(10 * time.Second))
 		ln.conns <- server
-		go client.Write(data[:end]) // a pipe's write waits for the reader; Close ends it
+		go client.Write(data[:need]) // a pipe's write waits for the reader; Close ends it
 		res, err := http.ReadResponse(bufio.NewReader(client), nil)
 		if err != nil {
-			t.Fatalf("net/http's answer to %q: %v", data[:end], err)
+			t.Fatalf("net/http's answer to %q: %v", data[:need], err)
 		}
 		if res.StatusCode != http.StatusNoContent {
 			b, _ := io.ReadAll(res.Body)
-			t.Fatalf("the fast path takes %q, net/http refuses it: %d %s", data[:end], res.StatusCode, b)
+			t.Fatalf("the fast path takes %q, net/http refuses it: %d %s", data[:need], res.StatusCode, b)
 		}
-		theirs := <-got
+		s := <-got
+		if s.err != nil || !bytes.Equal(s.body, data[end:need]) {
+			t.Fatalf("for %q\nfast path's body: %q\nnet/http's: %q (%v)", data[:need], data[end:need], s.body, s.err)
+		}
+		theirs := s.r
 		if ours.Method != theirs.Method || ours.RequestURI != theirs.RequestURI || ours.URL.String() != theirs.URL.String() ||
 			ours.Proto != theirs.Proto || ours.Host != theirs.Host || ours.Close != theirs.Close ||
 			ours.ContentLength != theirs.ContentLength || !reflect.DeepEqual(ours.Header, theirs.Header) {
@@ -323,4 +379,88 @@ func FuzzKeptHead(f *testing.F) {
 				theirs.Method, theirs.RequestURI, theirs.Proto, theirs.Host, theirs.Close, theirs.ContentLength, theirs.Header)
 		}
 	})
+}
+
+func TestKeptConnectionAnswersPipelinedPublishes(t *testing.T) {
+	h := newHarness(t, nil)
+	base := h.serveParking()
+	served := h.srv.parked.keptServed.Load()
+	conn := rawRequests(t, base)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var b strings.Builder
+	for i := range 5 {
+		body := `{"user":"u","data":` + strconv.Itoa(i) + `}`
+		fmt.Fprintf(&b, "POST /v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s", testPublishKey, len(body), body)
+	}
+	if _, err := io.WriteString(conn, b.String()); err != nil {
+		t.Fatal(err)
+	}
+	rd := bufio.NewReader(conn)
+	for i := range 5 {
+		res, body := readAnswer(t, rd, "POST")
+		if res.StatusCode != http.StatusOK || res.Close || !strings.Contains(body, `"ids":[`) {
+			t.Fatalf("publish %d: %d close=%v %s", i, res.StatusCode, res.Close, body)
+		}
+	}
+	if got := h.srv.parked.keptServed.Load() - served; got != 5 {
+		t.Fatalf("%d publishes served by the fast path, want 5", got)
+	}
+	a := h.poll("u", "")
+	if len(a.Messages) != 5 || string(a.Messages[0].Data) != "0" || string(a.Messages[4].Data) != "4" {
+		t.Fatalf("stored: %+v", a.Messages)
+	}
+}
+
+// A publish whose body arrives after ReadHeaderTimeout goes to net/http with what arrived, and
+// net/http's handler reads the rest under the publish's own deadline.
+func TestKeptConnectionHandsALateBodyToNetHTTP(t *testing.T) {
+	h := newHarness(t, nil)
+	base := h.serveParkingWith(func(s *http.Server) { s.ReadHeaderTimeout = 200 * time.Millisecond })
+	served := h.srv.parked.keptServed.Load()
+	conn := rawRequests(t, base)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	body := `{"user":"u","data":"late"}`
+	fmt.Fprintf(conn, "POST /v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s", testPublishKey, len(body), body[:5])
+	time.Sleep(400 * time.Millisecond)
+	io.WriteString(conn, body[5:])
+	res, got := readAnswer(t, bufio.NewReader(conn), "POST")
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("late body: %d %s", res.StatusCode, got)
+	}
+	if n := h.srv.parked.keptServed.Load() - served; n != 0 {
+		t.Fatalf("%d requests served by the fast path, want 0 (net/http's)", n)
+	}
+	if a := h.poll("u", ""); len(a.Messages) != 1 || string(a.Messages[0].Data) != `"late"` {
+		t.Fatalf("stored: %+v", a.Messages)
+	}
+}
+
+// A new connection gets ReadHeaderTimeout from its start, as net/http gives it.
+func TestNewConnectionWithoutARequestIsCut(t *testing.T) {
+	h := newHarness(t, nil)
+	base := h.serveParkingWith(func(s *http.Server) { s.ReadHeaderTimeout = 200 * time.Millisecond })
+	for _, sent := range []string{"", "GET /v1/po", "POST /v1/publish HTTP/1.1\r\nHost: x\r\n"} {
+		conn := rawRequests(t, base)
+		io.WriteString(conn, sent)
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		expectClosed(t, bufio.NewReader(conn), fmt.Sprintf("new connection that sent %q", sent))
+	}
+}
+
+// While the node drains, a new connection's first request is still answered (as net/http
+// answers it), and the connection then closes.
+func TestNewConnectionIsAnsweredWhileDraining(t *testing.T) {
+	h := newHarness(t, nil)
+	base := h.serveParking()
+	tok := token(t, "u", time.Hour)
+	h.srv.Drain()
+	conn := rawRequests(t, base)
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(conn, "GET /v1/poll?wait=10s&token="+tok+" HTTP/1.1\r\nHost: x\r\n\r\n")
+	rd := bufio.NewReader(conn)
+	res, body := readAnswer(t, rd, "GET")
+	if res.StatusCode != http.StatusOK || !res.Close || !strings.Contains(body, `"messages":[]`) {
+		t.Fatalf("poll on a new connection while draining: %d close=%v %s", res.StatusCode, res.Close, body)
+	}
+	expectClosed(t, rd, "new connection after its answer while draining")
 }

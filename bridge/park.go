@@ -258,12 +258,13 @@ func appendHead(b []byte, status int, h http.Header, contentLength int, close bo
 	return append(b, "\r\n"...)
 }
 
-// Listener wraps ln, which srv serves, so that a long-poll's keep-alive connection stays open
-// after its answer: the goroutine that wrote it serves the client's next poll itself with
-// srv.Handler, under srv's IdleTimeout and ReadHeaderTimeout (keepalive.go), and hands any other
-// request back to srv as if newly accepted. Serve the returned listener with srv; without it,
-// long-polls end their connections after answering. srv's ConnState and ConnContext hooks do not
-// see requests served on kept connections.
+// Listener wraps ln, which srv serves over plain HTTP, so that bridged reads the requests of the
+// connections it accepts: polls and publishes are served with srv.Handler on bridged's own
+// goroutine, under srv's ReadHeaderTimeout and IdleTimeout, without net/http's per-connection
+// goroutines and buffers (keepalive.go), and a long-poll's connection stays open after its answer.
+// Every other request goes to srv, with the connection, as if newly accepted. srv's ConnState
+// and ConnContext hooks see only the connections handed to it. Without Listener, everything is
+// net/http's and long-polls end their connections after answering.
 func (s *Server) Listener(ln net.Listener, srv *http.Server) net.Listener {
 	base := context.WithValue(context.Background(), http.ServerContextKey, srv)
 	l := &reuseListener{
@@ -271,7 +272,7 @@ func (s *Server) Listener(ln net.Listener, srv *http.Server) net.Listener {
 		s:        s,
 		srv:      srv,
 		baseCtx:  context.WithValue(base, http.LocalAddrContextKey, ln.Addr()),
-		accepted: make(chan acceptResult),
+		failed:   make(chan error),
 		back:     make(chan net.Conn), // unbuffered: a connection handed back is accepted or closed, never stranded
 		done:     make(chan struct{}),
 	}
@@ -279,33 +280,31 @@ func (s *Server) Listener(ln net.Listener, srv *http.Server) net.Listener {
 	return l
 }
 
-// reuseListener merges the connections its listener accepts with those handed back.
+// reuseListener adopts the connections its listener accepts (Server.adopt) and gives srv those
+// handed to it, and the listener's errors.
 type reuseListener struct {
 	net.Listener
 	s         *Server
 	srv       *http.Server
 	baseCtx   context.Context // of requests served on kept connections, as net/http's
-	accepted  chan acceptResult
+	failed    chan error
 	back      chan net.Conn
 	done      chan struct{}
 	closeOnce sync.Once
 }
 
-type acceptResult struct {
-	c   net.Conn
-	err error
-}
-
-// acceptLoop is the listener's goroutine; it ends when the listener is closed.
+// acceptLoop is the listener's goroutine; it ends when the listener is closed. An accept error
+// waits for srv's Accept, so srv's back-off on temporary errors paces this loop too.
 func (l *reuseListener) acceptLoop() {
 	for {
 		c, err := l.Listener.Accept()
+		if err == nil {
+			l.s.adopt(&ownedConn{Conn: c, l: l})
+			continue
+		}
 		select {
-		case l.accepted <- acceptResult{c, err}:
+		case l.failed <- err:
 		case <-l.done:
-			if c != nil {
-				c.Close()
-			}
 			return
 		}
 		if errors.Is(err, net.ErrClosed) {
@@ -318,11 +317,8 @@ func (l *reuseListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.back:
 		return c, nil
-	case a := <-l.accepted:
-		if a.err != nil {
-			return nil, a.err
-		}
-		return &ownedConn{Conn: a.c, l: l}, nil
+	case err := <-l.failed:
+		return nil, err
 	case <-l.done:
 		return nil, net.ErrClosed
 	}

@@ -45,6 +45,20 @@ func (h *harness) serveParkingWith(tweak func(*http.Server)) string {
 	return "http://" + ln.Addr().String()
 }
 
+// servePlain serves h's Server on a plain net/http server, settings as serveParking's but without
+// Listener: net/http's own answers, to compare bridged's fast paths with.
+func (h *harness) servePlain() string {
+	h.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h.srv, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10}
+	go srv.Serve(ln)
+	h.t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
 // rawRequests dials base and writes the requests ("METHOD target" each) back to back in one
 // write, so net/http reads past the first; the connection is closed when the test ends.
 func rawRequests(t *testing.T, base string, requests ...string) net.Conn {
@@ -208,6 +222,11 @@ func TestParkedLongPollWithoutListenerClosesAfterAnswer(t *testing.T) {
 	defer res.Body.Close()
 	if b, _ := io.ReadAll(res.Body); res.StatusCode != http.StatusOK || !res.Close {
 		t.Fatalf("want 200 with Connection: close, got %d close=%v %s", res.StatusCode, res.Close, b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.srv.Wait(ctx); err != nil { // the parked goroutine logs its line after the answer
+		t.Fatal(err)
 	}
 }
 

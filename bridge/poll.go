@@ -148,7 +148,7 @@ func (s *Server) parkLongPoll(p *parked, pending []byte, logLine func(int, int64
 		}
 		err := p.write(rr.wire(closeAfter), s.opts.WriteTimeout)
 		logLine(rr.status, int64(len(rr.body)))
-		return err != nil || closeAfter || s.serveKept(p, pending)
+		return err != nil || closeAfter || s.serveKept(p, pending, false)
 	})
 }
 

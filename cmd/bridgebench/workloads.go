@@ -368,12 +368,15 @@ func runLongPoll(ctx context.Context, cfg *config, p *proc, pr *progress) (*resu
 
 	pr.phase(fmt.Sprintf("longpoll %s: waking %d", p.kind, n), 0)
 	var wst pubStats
+	wake0 := time.Now()
 	publish(ctx, p.addr, p.proto, l, pubPlan{count: int64(n), conns: cfg.publishers,
 		pick: func(i int64) int { return int(i) }}, &wst, pr)
+	wakePublished := time.Since(wake0)
 	if !waitFor(ctx, cfg.connectWithin, allComplete(l, n)) {
 		t := l.Tally()
 		res.note("longpoll: wake-up incomplete: %d of %d delivered", t.Delivered, t.Expected)
 	}
+	res.note("longpoll: wake-up: %d publishes from %d connections took %.0f ms", n, cfg.publishers, wakePublished.Seconds()*1e3)
 	res.latency("lp.wake", &f.wake)
 
 	pr.phase(fmt.Sprintf("longpoll %s: re-poll loop, %.0f msg/s", p.kind, cfg.rate), cfg.duration)

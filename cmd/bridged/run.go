@@ -151,10 +151,7 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 
 	serveErr := make(chan error, len(listeners))
 	for _, l := range listeners {
-		ln := l.ln
-		if l.scope != bridge.Internal {
-			ln = api.Listener(ln, l.srv) // long-polls keep their keep-alive connections through it
-		}
+		ln := api.Listener(l.ln, l.srv) // polls and publishes skip net/http's per-connection cost
 		go func() { serveErr <- l.srv.Serve(ln) }()
 		log.Info("listening", zap.String("listener", l.name), zap.String("addr", l.ln.Addr().String()),
 			zap.String("store", cfg.Store), zap.Bool("demo", cfg.Demo))
