@@ -62,10 +62,10 @@ var (
 // the answer, written after the handler returns, or lets park take the connection over.
 type keptResponse struct {
 	rawResponse
-	conn     *ownedConn
+	p        *parked  // the connection, owned by the goroutine serving the request
 	body     keptBody // the request's body, read with its head
 	rest     []byte   // bytes read past the request (a pipelined request), for park
-	hijacked bool     // park took the connection: a new parked goroutine owns it
+	hijacked bool     // park took the connection over
 }
 
 // SetWriteDeadline lets writers that set one (writeBatch) run; the answer is written after the
@@ -118,17 +118,23 @@ func (s *Server) serveKept(p *parked, pending []byte, fresh bool) (closeConn boo
 			pending = b[:]
 		}
 		var done bool
-		if done, closeConn, pending = s.serveNextKept(p, c, pending, headBy); done {
+		if done, closeConn, pending = s.serveNextKept(p, c, pending, headBy, !first); done {
 			return closeConn
+		}
+		if wait := p.then; wait != nil { // the request parked a long-poll (parkWait)
+			p.then = nil
+			if wait() {
+				return true
+			}
 		}
 	}
 }
 
 // serveNextKept reads one request on a kept connection, starting with the bytes in pending, its
-// head due by headBy (zero: ReadHeaderTimeout from now), and serves it or hands the connection to
-// net/http with every byte read. done says the loop is over (closeConn then says whether to
+// head due by headBy (zero: ReadHeaderTimeout from now), and serves it (inline: see
+// serveKeptRequest) or hands the connection to net/http with every byte read. done says the loop is over (closeConn then says whether to
 // close); otherwise next holds the bytes read past the request, the start of the next one.
-func (s *Server) serveNextKept(p *parked, c *ownedConn, pending []byte, headBy time.Time) (done, closeConn bool, next []byte) {
+func (s *Server) serveNextKept(p *parked, c *ownedConn, pending []byte, headBy time.Time, inline bool) (done, closeConn bool, next []byte) {
 	bufp := keptHeadPool.Get().(*[]byte)
 	defer keptHeadPool.Put(bufp)
 	buf := *bufp
@@ -152,7 +158,7 @@ func (s *Server) serveNextKept(p *parked, c *ownedConn, pending []byte, headBy t
 				return true, true, nil
 			}
 			if n >= need {
-				return s.serveKeptRequest(p, c, req, buf[end:need], buf[need:n])
+				return s.serveKeptRequest(p, c, req, buf[end:need], buf[need:n], inline)
 			}
 		}
 	}
@@ -304,14 +310,15 @@ func parseKept(head []byte) *http.Request {
 
 // serveKeptRequest runs the http.Server's handler on req, a request parseKept took, with body
 // (read with its head) as its body, and writes its answer. rest holds the bytes read past the
-// request. done, closeConn and next are serveNextKept's.
-func (s *Server) serveKeptRequest(p *parked, c *ownedConn, req *http.Request, body, rest []byte) (done, closeConn bool, next []byte) {
+// request; inline lets a long-poll wait on this goroutine (parkWait). done, closeConn and next
+// are serveNextKept's.
+func (s *Server) serveKeptRequest(p *parked, c *ownedConn, req *http.Request, body, rest []byte, inline bool) (done, closeConn bool, next []byte) {
 	req.RemoteAddr = c.remoteAddr()
 	ctx, cancel := context.WithCancel(c.l.baseCtx)
 	defer cancel()
 	req = req.WithContext(ctx)
 
-	kw := &keptResponse{rawResponse: rawResponse{header: make(http.Header, 8)}, conn: c}
+	kw := &keptResponse{rawResponse: rawResponse{header: make(http.Header, 8)}, p: p}
 	if len(body) > 0 {
 		kw.body.Reset(body) // body lives in a pooled buffer, until this returns
 		req.Body = &kw.body
@@ -320,10 +327,19 @@ func (s *Server) serveKeptRequest(p *parked, c *ownedConn, req *http.Request, bo
 		kw.rest = append([]byte(nil), rest...) // rest lives in a pooled buffer
 	}
 	s.parked.keptServed.Add(1)
-	if !s.runKeptHandler(c.l.srv.Handler, kw, req) {
+	p.serving = inline
+	ok := s.runKeptHandler(c.l.srv.Handler, kw, req)
+	p.serving = false
+	switch {
+	case !ok:
+		if wait := p.then; wait != nil { // the panic came after a park: its wait releases what it holds
+			p.then = nil
+			wait()
+		}
 		return true, true, nil
-	}
-	if kw.hijacked {
+	case p.then != nil: // a long-poll parked: serveKept waits for its answer, then reads on
+		return false, false, kw.rest
+	case kw.hijacked: // taken over for good (no request of the fast path does so)
 		return true, false, nil
 	}
 	closeAfter := req.Close || s.isDraining() || c.l.isClosed()

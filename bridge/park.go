@@ -34,6 +34,12 @@ type parked struct {
 	conn  net.Conn
 	woken atomic.Bool
 	cut   context.Context // the demo's fault switch; nil outside demo mode
+
+	// Of a kept connection (keepalive.go), kept by its owning goroutine: serving while the
+	// handler of a request after the first runs, and then the wait of a long-poll the handler
+	// parked (parkWait).
+	serving bool
+	then    func() (closeConn bool)
 }
 
 // inThePast is a deadline that has passed: setting it makes a blocked Read return at once.
@@ -155,7 +161,10 @@ func (s *Server) park(w http.ResponseWriter, r *http.Request) (*parked, []byte) 
 	}
 	if kw, ok := beneath[*keptResponse](w); ok { // a request read by a kept connection (keepalive.go)
 		kw.hijacked = true
-		return &parked{id: s.parked.seq.Add(1), conn: kw.conn}, kw.rest
+		if kw.p.serving {
+			return kw.p, kw.rest // its goroutine, which owns the connection already, waits too (parkWait)
+		}
+		return &parked{id: s.parked.seq.Add(1), conn: kw.p.conn}, kw.rest
 	}
 	conn, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -167,6 +176,21 @@ func (s *Server) park(w http.ResponseWriter, r *http.Request) (*parked, []byte) 
 		pending = append([]byte(nil), pending...)
 	}
 	return &parked{id: s.parked.seq.Add(1), conn: conn}, pending
+}
+
+// parkWait runs wait, a long-poll's wait and answer, as p's owner, then serves the connection's
+// next requests (keepalive.go) unless wait says to close it. A re-poll read by a kept connection
+// has its goroutine own the connection already: that goroutine runs wait once the handler has
+// returned (serveKept), so a client in a long-poll loop keeps one goroutine, whose stack grew to
+// what a request needs once, instead of a new one whose stack grows at every poll. Otherwise
+// (a connection's first long-poll: most clients park once and wait, on the smallest stack) a new
+// goroutine does (runParked); pending are the bytes read past the request.
+func (s *Server) parkWait(p *parked, pending []byte, wait func() (closeConn bool)) {
+	if p.serving {
+		p.then = wait
+		return
+	}
+	s.runParked(p, func() bool { return wait() || s.serveKept(p, pending, false) })
 }
 
 // runParked runs fn as p's owning goroutine, registered so Drain pokes it and Wait waits for it.

@@ -121,8 +121,8 @@ func (s *Server) longPoll(ctx context.Context, user string, c cache.Cursor, dead
 }
 
 // parkLongPoll waits for a long-poll's answer on a parked connection (park.go), writes it, and
-// goes on serving the connection's next requests (keepalive.go), or closes it when the client
-// asked to (closeAfter) or it did not come through Listener.
+// goes on serving the connection's next requests (parkWait), or closes it when the client asked
+// to (closeAfter) or it did not come through Listener.
 func (s *Server) parkLongPoll(p *parked, pending []byte, logLine func(int, int64), user string, c cache.Cursor, deadline time.Time, sub cache.Subscription, release func(), h http.Header, closeAfter bool) {
 	ctx := context.Background() // the wait outlives the request; the waiter sees the client leave
 	stopCut := func() {}
@@ -131,11 +131,12 @@ func (s *Server) parkLongPoll(p *parked, pending []byte, logLine func(int, int64
 		context.AfterFunc(p.cut, p.poke)
 	}
 	sub.Notify(p.poke)
-	s.runParked(p, func() (closeConn bool) {
+	s.parkWait(p, pending, func() (closeConn bool) {
 		a := s.longPoll(ctx, user, c, deadline, parkedWaiter{p})
 		sub.Close()
 		release()
 		stopCut()
+		p.cut = nil
 		if a.gone && !errors.Is(a.err, errDemoCut) {
 			logLine(499, 0) // nginx's "client closed request"
 			return true
@@ -148,7 +149,7 @@ func (s *Server) parkLongPoll(p *parked, pending []byte, logLine func(int, int64
 		}
 		err := p.write(rr.wire(closeAfter), s.opts.WriteTimeout)
 		logLine(rr.status, int64(len(rr.body)))
-		return err != nil || closeAfter || s.serveKept(p, pending, false)
+		return err != nil || closeAfter
 	})
 }
 
