@@ -3,6 +3,7 @@ package bridge
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -463,4 +464,28 @@ func TestNewConnectionIsAnsweredWhileDraining(t *testing.T) {
 		t.Fatalf("poll on a new connection while draining: %d close=%v %s", res.StatusCode, res.Close, body)
 	}
 	expectClosed(t, rd, "new connection after its answer while draining")
+}
+
+// A re-poll waits on the goroutine that read it (parkWait); Drain still answers it, and the
+// goroutines of the connection end.
+func TestKeptRepollAnswersOnDrain(t *testing.T) {
+	h := newHarness(t, nil)
+	base := h.serveParking()
+	tok := token(t, "u", time.Hour)
+	conn, rd := keptConn(t, base, tok)
+	if _, err := io.WriteString(conn, "GET /v1/poll?wait=30s&token="+tok+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the re-poll parks", func() bool { return h.srv.conns.total.Load() == 1 })
+	h.srv.Drain()
+	res, body := readAnswer(t, rd, "GET")
+	if res.StatusCode != http.StatusOK || !res.Close || !strings.Contains(body, `"messages":[]`) {
+		t.Fatalf("re-poll on Drain: %d close=%v %s", res.StatusCode, res.Close, body)
+	}
+	expectClosed(t, rd, "kept connection after its re-poll answered a drain")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.srv.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
 }

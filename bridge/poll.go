@@ -147,9 +147,10 @@ func (s *Server) parkLongPoll(p *parked, pending []byte, logLine func(int, int64
 		} else {
 			s.writeBatch(rr, "longpoll", a.batch)
 		}
-		err := p.write(rr.wire(closeAfter), s.opts.WriteTimeout)
+		closing := closeAfter || s.isDraining() // a drained node says so, then closes
+		err := p.write(rr.wire(closing), s.opts.WriteTimeout)
 		logLine(rr.status, int64(len(rr.body)))
-		return err != nil || closeAfter
+		return err != nil || closing
 	})
 }
 
