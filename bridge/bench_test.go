@@ -1,11 +1,13 @@
 package bridge
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"strings"
@@ -233,6 +235,33 @@ func BenchmarkLabeledCounter(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			r.WithLabelValues("timeout").Inc()
+		}
+	})
+}
+
+// BenchmarkKeptHead: a poll's head parsed by the kept connections' parser, and by net/http's
+// http.ReadRequest (what the fast path used before), in the same run.
+func BenchmarkKeptHead(b *testing.B) {
+	head := []byte("GET /v1/poll?cursor=2c5begfhe7rmz-41&wait=25s&token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEyMyIsImV4cCI6MTc5NTAwMDAwMH0.c2lnbmF0dXJlLXNpZ25hdHVyZQ HTTP/1.1\r\n" +
+		"Host: 127.0.0.1:8080\r\nUser-Agent: bridgebench\r\nAccept: application/json\r\n\r\n")
+	b.Run("parseKept", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if parseKept(head) == nil {
+				b.Fatal("refused")
+			}
+		}
+	})
+	b.Run("http.ReadRequest", func(b *testing.B) {
+		b.ReportAllocs()
+		var src bytes.Reader
+		br := bufio.NewReader(&src)
+		for b.Loop() {
+			src.Reset(head)
+			br.Reset(&src)
+			if _, err := http.ReadRequest(br); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
 }

@@ -1,10 +1,11 @@
 package bridge
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -38,18 +39,6 @@ import (
 const keptHeadMax = 4 << 10
 
 var keptHeadPool = sync.Pool{New: func() any { b := make([]byte, keptHeadMax); return &b }}
-
-// keptParser feeds a request head already in memory to http.ReadRequest.
-type keptParser struct {
-	src bytes.Reader
-	br  *bufio.Reader
-}
-
-var keptParserPool = sync.Pool{New: func() any {
-	kp := &keptParser{}
-	kp.br = bufio.NewReaderSize(&kp.src, keptHeadMax)
-	return kp
-}}
 
 var (
 	crlfCRLF = []byte("\r\n\r\n")
@@ -289,23 +278,106 @@ func (p *parked) readMore(buf []byte, n int, until time.Time) (int, readOutcome)
 	}
 }
 
-// parseKept parses a head from scanHead with net/http's parser and returns the request when the
-// fast path takes it, or nil. http.ReadRequest moves the Host header into req.Host, as net/http's
-// server does.
+// parseKept parses a head from scanHead (a request line and header lines, each ending in CRLF,
+// then CRLF) into the request net/http's server makes of it, and returns it when the fast path
+// takes it (keptEligible), or nil. It is stricter than net/http, never looser: it takes only a
+// request line "METHOD target HTTP/1.1" for one of keptTargets, header lines "Name: value" with
+// token names, exactly one plain Host, at most one Content-Length of digits and no
+// Transfer-Encoding. From what it takes it makes what net/http makes, which FuzzKeptHead checks
+// against a real http.Server: the target split into path and raw query as url.ParseRequestURI
+// splits it, canonical header names, values trimmed of spaces and tabs, Host moved to req.Host,
+// "Pragma: no-cache" implying "Cache-Control: no-cache", and Close from the Connection header.
 func parseKept(head []byte) *http.Request {
 	if !plainHead(head) {
 		return nil
 	}
-	kp := keptParserPool.Get().(*keptParser)
-	kp.src.Reset(head)
-	kp.br.Reset(&kp.src)
-	req, err := http.ReadRequest(kp.br)
-	kp.br.Reset(nil)
-	keptParserPool.Put(kp)
-	if err != nil || !keptEligible(req) {
+	hs := string(head) // one copy: every string of the request is a piece of it
+	line, rest, _ := strings.Cut(hs, "\r\n")
+	method, line, ok1 := strings.Cut(line, " ")
+	target, proto, ok2 := strings.Cut(line, " ")
+	if !ok1 || !ok2 || proto != "HTTP/1.1" {
+		return nil
+	}
+	u := &url.URL{}
+	var query bool
+	u.Path, u.RawQuery, query = strings.Cut(target, "?")
+	u.ForceQuery = query && u.RawQuery == "" // "/v1/poll?", as url.ParseRequestURI has it
+
+	lines := strings.Count(rest, "\r\n")
+	h := make(http.Header, lines)
+	values := make([]string, lines) // one array for the values of all the names, as textproto's
+	var host string
+	var length int64
+	seenLength := false
+	for i := 0; ; i++ {
+		line, rest, _ = strings.Cut(rest, "\r\n")
+		if line == "" {
+			break
+		}
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || !plainToken(name) {
+			return nil
+		}
+		value = strings.Trim(value, " \t")
+		name = http.CanonicalHeaderKey(name)
+		switch name {
+		case "Host":
+			host = value // plainHead saw exactly one
+			continue
+		case "Content-Length":
+			if seenLength || value == "" || len(value) > 9 || strings.Trim(value, "0123456789") != "" {
+				return nil // several, signed, empty or huge: net/http judges
+			}
+			seenLength = true
+			n, _ := strconv.Atoi(value)
+			length = int64(n)
+		case "Transfer-Encoding":
+			return nil
+		}
+		if vs, ok := h[name]; ok {
+			h[name] = append(vs, value)
+		} else {
+			values[i] = value
+			h[name] = values[i : i+1 : i+1]
+		}
+	}
+	if pragma := h["Pragma"]; len(pragma) > 0 && pragma[0] == "no-cache" {
+		if _, ok := h["Cache-Control"]; !ok {
+			h["Cache-Control"] = []string{"no-cache"}
+		}
+	}
+	req := &http.Request{
+		Method:        method,
+		URL:           u,
+		Proto:         proto,
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h,
+		Body:          http.NoBody, // serveKeptRequest gives a body it read its own reader
+		ContentLength: length,
+		Close:         hasToken(h["Connection"], "close"),
+		Host:          host,
+		RequestURI:    target,
+	}
+	if !keptEligible(req) {
 		return nil
 	}
 	return req
+}
+
+// hasToken reports whether one of the comma-separated lists in values holds token (compared
+// without regard to ASCII case, around optional spaces and tabs), as a Connection header is read.
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for v != "" {
+			var t string
+			t, v, _ = strings.Cut(v, ",")
+			if strings.EqualFold(strings.Trim(t, " \t"), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // serveKeptRequest runs the http.Server's handler on req, a request parseKept took, with body

@@ -319,6 +319,8 @@ func FuzzKeptHead(f *testing.F) {
 		"POST /v1/publish HTTP/1.1\r\nHost: x\r\nContent-Length: +4\r\n\r\nabcd",
 		"POST /v1/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
 		"POST /v1/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"POST /v1/publish? HTTP/1.1\r\nhost:x\r\ncontent-length:  007 \r\nconnection: keep-alive , Close\r\nx-a:\r\nX-A: b\r\n\r\nabcdefg",
+		"GET /v1/poll??a=%zz#f HTTP/1.1\r\nHOST: x:1\r\nPragma: no-cache\r\nCONNECTION: upgrade\r\n\r\n",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -373,6 +375,7 @@ func FuzzKeptHead(f *testing.F) {
 		}
 		theirs := s.r
 		if ours.Method != theirs.Method || ours.RequestURI != theirs.RequestURI || ours.URL.String() != theirs.URL.String() ||
+			!reflect.DeepEqual(ours.URL, theirs.URL) || ours.ProtoMajor != theirs.ProtoMajor || ours.ProtoMinor != theirs.ProtoMinor ||
 			ours.Proto != theirs.Proto || ours.Host != theirs.Host || ours.Close != theirs.Close ||
 			ours.ContentLength != theirs.ContentLength || !reflect.DeepEqual(ours.Header, theirs.Header) {
 			t.Fatalf("for %q\nfast path: %s %s %s host %q close %v length %d %v\nnet/http:  %s %s %s host %q close %v length %d %v",

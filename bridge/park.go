@@ -269,7 +269,7 @@ func appendHead(b []byte, status int, h http.Header, contentLength int, close bo
 		}
 	}
 	b = append(b, "Date: "...)
-	b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
+	b = appendDate(b, time.Now())
 	b = append(b, "\r\n"...)
 	if contentLength >= 0 {
 		b = append(b, "Content-Length: "...)
@@ -280,6 +280,27 @@ func appendHead(b []byte, status int, h http.Header, contentLength int, close bo
 		b = append(b, "Connection: close\r\n"...)
 	}
 	return append(b, "\r\n"...)
+}
+
+// httpDate is the Date header's text for one second; formatting it for every answer cost as much
+// as the rest of the head.
+type httpDate struct {
+	unix int64
+	text [len(http.TimeFormat)]byte
+}
+
+var lastDate atomic.Pointer[httpDate]
+
+// appendDate appends now as a Date header's value (http.TimeFormat), formatted once a second.
+func appendDate(b []byte, now time.Time) []byte {
+	sec := now.Unix()
+	d := lastDate.Load()
+	if d == nil || d.unix != sec {
+		d = &httpDate{unix: sec}
+		now.UTC().AppendFormat(d.text[:0], http.TimeFormat)
+		lastDate.Store(d)
+	}
+	return append(b, d.text[:]...)
 }
 
 // Listener wraps ln, which srv serves over plain HTTP, so that bridged reads the requests of the

@@ -250,3 +250,16 @@ func TestHeadIsNotParked(t *testing.T) {
 		t.Fatalf("the answer after HEAD: %s", b)
 	}
 }
+
+func TestAppendDate(t *testing.T) {
+	for _, now := range []time.Time{
+		time.Date(2026, 11, 24, 21, 30, 5, 0, time.UTC),
+		time.Date(2026, 11, 24, 21, 30, 5, 999_999_999, time.UTC), // the same second: the cached text
+		time.Date(2026, 11, 24, 22, 30, 6, 0, time.FixedZone("CET", 3600)),
+		time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC),
+	} {
+		if got, want := string(appendDate([]byte("x"), now)), "x"+now.UTC().Format(http.TimeFormat); got != want {
+			t.Errorf("appendDate(%v) = %q, want %q", now, got, want)
+		}
+	}
+}
