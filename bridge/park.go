@@ -429,7 +429,9 @@ func (c *ownedConn) remoteAddr() string {
 func (c *ownedConn) Read(b []byte) (int, error) {
 	if len(c.pending) > 0 {
 		n := copy(b, c.pending)
-		c.pending = c.pending[n:]
+		if c.pending = c.pending[n:]; len(c.pending) == 0 {
+			c.pending = nil // an empty slice would keep the bytes for the connection's life
+		}
 		return n, nil
 	}
 	return c.Conn.Read(b)

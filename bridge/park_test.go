@@ -263,3 +263,27 @@ func TestAppendDate(t *testing.T) {
 		}
 	}
 }
+
+// A connection handed to net/http with bytes already read serves them first, then lets them go:
+// an SSE stream lives for hours on it.
+func TestOwnedConnReadsPendingThenDropsIt(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	c := &ownedConn{Conn: server, pending: []byte("GET / HTTP/1.1\r\n")}
+	go client.Write([]byte("Host: x\r\n\r\n"))
+	got := make([]byte, 0, 64)
+	buf := make([]byte, 5)
+	for len(got) < len("GET / HTTP/1.1\r\nHost: x\r\n\r\n") {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if string(got) != "GET / HTTP/1.1\r\nHost: x\r\n\r\n" {
+		t.Fatalf("read %q", got)
+	}
+	if c.pending != nil {
+		t.Fatalf("pending still holds its array (cap %d)", cap(c.pending))
+	}
+}
