@@ -265,3 +265,52 @@ func BenchmarkKeptHead(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkPublishOverConnection: single-message publishes, one after another, over one keep-alive
+// connection to a real loopback server: through Listener (bridged reads the requests) and without
+// it (net/http reads them), in the same run. ns/op includes the client's side and the loopback.
+func BenchmarkPublishOverConnection(b *testing.B) {
+	for _, adopted := range []bool{true, false} {
+		name := "net/http"
+		if adopted {
+			name = "Listener"
+		}
+		b.Run(name, func(b *testing.B) {
+			srv, _ := benchServer(b)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+			var serve net.Listener = ln
+			if adopted {
+				serve = srv.Listener(ln, hs)
+			}
+			go hs.Serve(serve)
+			b.Cleanup(func() { hs.Close() })
+			conn, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			rd := bufio.NewReader(conn)
+			body := `{"user":"u","event":"message","data":{"text":"a message of about one hundred bytes, typical of a chat line"}}`
+			req := fmt.Sprintf("POST /v1/publish HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", testPublishKey, len(body), body)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := io.WriteString(conn, req); err != nil {
+					b.Fatal(err)
+				}
+				res, err := http.ReadResponse(rd, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				if res.StatusCode != http.StatusOK {
+					b.Fatal(res.Status)
+				}
+			}
+		})
+	}
+}
