@@ -89,11 +89,12 @@ func (s *Server) serveKept(p *parked, pending []byte, fresh bool) (closeConn boo
 		// As net/http: a new connection's head must arrive within ReadHeaderTimeout of its
 		// start, and its first request is served even while the node drains; between requests
 		// the connection may idle for IdleTimeout, and is closed by a drain.
+		if c.l.isClosed() || (!first && s.isDraining()) {
+			return true
+		}
 		var headBy time.Time // zero: ReadHeaderTimeout from the request's first byte
 		if first {
 			headBy = c.l.timeout(c.l.srv.ReadHeaderTimeout)
-		} else if s.isDraining() || c.l.isClosed() {
-			return true
 		}
 		if len(pending) == 0 {
 			var b [1]byte
@@ -121,8 +122,9 @@ func (s *Server) serveKept(p *parked, pending []byte, fresh bool) (closeConn boo
 
 // serveNextKept reads one request on a kept connection, starting with the bytes in pending, its
 // head due by headBy (zero: ReadHeaderTimeout from now), and serves it (inline: see
-// serveKeptRequest) or hands the connection to net/http with every byte read. done says the loop is over (closeConn then says whether to
-// close); otherwise next holds the bytes read past the request, the start of the next one.
+// serveKeptRequest) or hands the connection to net/http with every byte read. done says the loop
+// is over (closeConn then says whether to close); otherwise next holds the bytes read past the
+// request, the start of the next one.
 func (s *Server) serveNextKept(p *parked, c *ownedConn, pending []byte, headBy time.Time, inline bool) (done, closeConn bool, next []byte) {
 	bufp := keptHeadPool.Get().(*[]byte)
 	defer keptHeadPool.Put(bufp)
@@ -133,7 +135,7 @@ func (s *Server) serveNextKept(p *parked, c *ownedConn, pending []byte, headBy t
 	if headBy.IsZero() {
 		headBy = c.l.timeout(c.l.srv.ReadHeaderTimeout)
 	}
-	end, n, verdict := s.readHead(p, buf, copy(buf, pending), headBy)
+	end, n, verdict := p.readHead(buf, copy(buf, pending), headBy)
 	if verdict == headClose {
 		return true, true, nil
 	}
@@ -143,7 +145,7 @@ func (s *Server) serveNextKept(p *parked, c *ownedConn, pending []byte, headBy t
 			// with the rest, and the handler's own limits and deadlines apply to it there.
 			need := end + int(req.ContentLength)
 			var verdict int
-			if n, verdict = s.readAtLeast(p, buf, n, need, headBy); verdict == headClose {
+			if n, verdict = p.readAtLeast(buf, n, need, headBy); verdict == headClose {
 				return true, true, nil
 			}
 			if n >= need {
@@ -224,7 +226,7 @@ func keptTarget(got []byte) bool {
 
 // readHead reads into buf (n bytes already there) until scanHead has a verdict. It returns the
 // head's end and the bytes now in buf.
-func (s *Server) readHead(p *parked, buf []byte, n int, until time.Time) (end, _ int, verdict int) {
+func (p *parked) readHead(buf []byte, n int, until time.Time) (end, _ int, verdict int) {
 	for {
 		if end, verdict := scanHead(buf[:n], len(buf)); verdict != headMore {
 			return end, n, verdict
@@ -239,7 +241,7 @@ func (s *Server) readHead(p *parked, buf []byte, n int, until time.Time) (end, _
 // readAtLeast reads into buf (n bytes already there) until it holds need bytes. When until
 // passes first it says headHandBack (net/http gets what arrived, and judges the rest); when the
 // client leaves, headClose.
-func (s *Server) readAtLeast(p *parked, buf []byte, n, need int, until time.Time) (_ int, verdict int) {
+func (p *parked) readAtLeast(buf []byte, n, need int, until time.Time) (_ int, verdict int) {
 	for n < need {
 		var got readOutcome
 		switch n, got = p.readMore(buf, n, until); got {
