@@ -6,7 +6,6 @@ import (
 	"crypto/subtle"
 	"errors"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -61,17 +60,18 @@ func (s *Server) subscriberOnly(cred credential, next apiFunc) apiFunc {
 		var sub subscriber
 		var err error
 		tok := bearer(r)
-		var q url.Values
-		if tok == "" {
-			q = r.URL.Query() // parsed only when the credential may be in it
+		var ticket string
+		var hasTicket bool
+		if tok == "" && cred == tokenOrTicket {
+			ticket, hasTicket = queryLookup(r.URL.RawQuery, "ticket")
 		}
 		switch {
 		case tok != "":
 			sub, err = s.verifyToken(tok)
-		case cred == tokenOrTicket && q.Has("ticket"):
-			sub, err = s.redeemTicket(r.Context(), q.Get("ticket"))
+		case hasTicket:
+			sub, err = s.redeemTicket(r.Context(), ticket)
 		case cred != tokenHeaderOnly:
-			sub, err = s.verifyToken(q.Get("token"))
+			sub, err = s.verifyToken(queryValue(r.URL.RawQuery, "token"))
 		default:
 			err = unauthorized("token_missing", "send the token in an Authorization: Bearer header")
 		}

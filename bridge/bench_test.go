@@ -314,3 +314,58 @@ func BenchmarkPublishOverConnection(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRepollOverConnection: a long-poll client's loop on one keep-alive connection to a real
+// loopback server through Listener: each iteration re-polls from its cursor, the poll parks, one
+// message is appended to the store (no publish request), and the answer is read. ns/op includes
+// the client's side and the loopback.
+func BenchmarkRepollOverConnection(b *testing.B) {
+	srv, store := benchServer(b)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(srv.Listener(ln, hs))
+	b.Cleanup(func() { hs.Close() })
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	rd := bufio.NewReader(conn)
+	tok := token(b, "u", time.Hour)
+	ctx := context.Background()
+	data := []byte(`{"text":"a message of about one hundred bytes, typical of a chat line"}`)
+	ids, err := store.Append(ctx, []cache.Draft{{Stream: "u", Event: "message", Data: data}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cursor := ids[0].String()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := io.WriteString(conn, "GET /v1/poll?wait=10s&cursor="+cursor+"&token="+tok+" HTTP/1.1\r\nHost: bench\r\n\r\n"); err != nil {
+			b.Fatal(err)
+		}
+		for srv.conns.total.Load() == 0 { // parked
+			runtime.Gosched()
+		}
+		ids, err := store.Append(ctx, []cache.Draft{{Stream: "u", Event: "message", Data: data}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		res, err := http.ReadResponse(rd, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			b.Fatal(res.Status)
+		}
+		cursor = ids[0].String()
+		for srv.conns.total.Load() != 0 { // the answered poll let go of its slot
+			runtime.Gosched()
+		}
+	}
+}

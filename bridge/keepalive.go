@@ -57,10 +57,6 @@ type keptResponse struct {
 	hijacked bool     // park took the connection over
 }
 
-// SetWriteDeadline lets writers that set one (writeBatch) run; the answer is written after the
-// handler returns, under its own write deadline.
-func (kw *keptResponse) SetWriteDeadline(time.Time) error { return nil }
-
 // SetReadDeadline lets readers that set one (decodePublish) run; the body is already in memory.
 func (kw *keptResponse) SetReadDeadline(time.Time) error { return nil }
 

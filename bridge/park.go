@@ -220,6 +220,10 @@ type rawResponse struct {
 
 func (rr *rawResponse) Header() http.Header { return rr.header }
 
+// SetWriteDeadline lets writers that set one (writeBatch) run: the whole response is written
+// later, under its own write deadline.
+func (rr *rawResponse) SetWriteDeadline(time.Time) error { return nil }
+
 func (rr *rawResponse) WriteHeader(status int) {
 	if rr.status == 0 {
 		rr.status = status

@@ -192,33 +192,43 @@ func parseWait(v string, max time.Duration) (time.Duration, error) {
 	if v == "" {
 		return 0, nil
 	}
-	bad := badRequest("bad_wait", `wait must be a duration such as "25s" or whole seconds, at least 0`)
+	bad := func() error {
+		return badRequest("bad_wait", `wait must be a duration such as "25s" or whole seconds, at least 0`)
+	}
 	if len(v) > 32 {
-		return 0, bad
+		return 0, bad()
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil {
 		n, err := strconv.ParseUint(v, 10, 32)
 		if err != nil {
-			return 0, bad
+			return 0, bad()
 		}
 		d = time.Duration(n) * time.Second
 	}
 	if d < 0 {
-		return 0, bad
+		return 0, bad()
 	}
 	return min(d, max), nil
 }
 
 // queryValue is r.URL.Query().Get(key) without building the map (a poll reads two keys, often):
-// the first value of key in the raw query, or "". It follows url.ParseQuery's rules: pairs split
-// on "&", a pair holding ";" skipped, keys and values query-unescaped, a pair that does not
-// unescape skipped. A query past net/url's limit on parameters is left to net/url, which then
-// yields nothing. FuzzQueryValue checks it against url.ParseQuery.
+// the first value of key in the raw query, or "".
 func queryValue(raw, key string) string {
+	v, _ := queryLookup(raw, key)
+	return v
+}
+
+// queryLookup is queryValue that also says whether key is there at all, as url.Values.Has does.
+// It follows url.ParseQuery's rules: pairs split on "&", a pair holding ";" skipped, keys and
+// values query-unescaped, a pair that does not unescape skipped. A query past net/url's limit on
+// parameters is left to net/url, which then yields nothing. FuzzQueryValue checks it against
+// url.ParseQuery.
+func queryLookup(raw, key string) (string, bool) {
 	if strings.Count(raw, "&") >= maxQueryParams {
 		u := url.URL{RawQuery: raw}
-		return u.Query().Get(key)
+		q := u.Query()
+		return q.Get(key), q.Has(key)
 	}
 	for raw != "" {
 		var pair string
@@ -237,13 +247,13 @@ func queryValue(raw, key string) string {
 			continue
 		}
 		if !escaped(v) {
-			return v
+			return v, true
 		}
 		if v, err := url.QueryUnescape(v); err == nil {
-			return v
+			return v, true
 		}
 	}
-	return ""
+	return "", false
 }
 
 // escaped reports whether s holds a query escape ('%' or '+').

@@ -241,13 +241,17 @@ func FuzzQueryValue(f *testing.F) {
 		{"a+b=c+d&a%20b=e", "a b"},
 		{"&&cursor&=x", "cursor"},
 		{"token=" + strings.Repeat("t", 300) + "&cursor=", "cursor"},
+		{"ticket&token=t", "ticket"},
+		{"ticket=&ticket=x", "ticket"},
+		{"tick%zzet=1&ticket", "ticket"},
 	} {
 		f.Add(seed[0], seed[1])
 	}
 	f.Fuzz(func(t *testing.T, raw, key string) {
 		v, _ := url.ParseQuery(raw)
-		if got, want := queryValue(raw, key), v.Get(key); got != want {
-			t.Fatalf("queryValue(%q, %q) = %q, url.ParseQuery gives %q", raw, key, got, want)
+		got, has := queryLookup(raw, key)
+		if got != v.Get(key) || has != v.Has(key) || queryValue(raw, key) != got {
+			t.Fatalf("queryLookup(%q, %q) = %q, %v; url.ParseQuery gives %q, %v", raw, key, got, has, v.Get(key), v.Has(key))
 		}
 	})
 }
