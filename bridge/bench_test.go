@@ -277,23 +277,7 @@ func BenchmarkPublishOverConnection(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			srv, _ := benchServer(b)
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-			var serve net.Listener = ln
-			if adopted {
-				serve = srv.Listener(ln, hs)
-			}
-			go hs.Serve(serve)
-			b.Cleanup(func() { hs.Close() })
-			conn, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer conn.Close()
-			rd := bufio.NewReader(conn)
+			conn, rd := servedConn(b, srv, adopted)
 			body := `{"user":"u","event":"message","data":{"text":"a message of about one hundred bytes, typical of a chat line"}}`
 			req := fmt.Sprintf("POST /v1/publish HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", testPublishKey, len(body), body)
 			b.ReportAllocs()
@@ -301,17 +285,44 @@ func BenchmarkPublishOverConnection(b *testing.B) {
 				if _, err := io.WriteString(conn, req); err != nil {
 					b.Fatal(err)
 				}
-				res, err := http.ReadResponse(rd, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				io.Copy(io.Discard, res.Body)
-				res.Body.Close()
-				if res.StatusCode != http.StatusOK {
-					b.Fatal(res.Status)
-				}
+				readOK(b, rd)
 			}
 		})
+	}
+}
+
+// servedConn serves srv on a loopback listener, through Listener when adopted, and dials it; the
+// server and the connection end with b.
+func servedConn(b *testing.B, srv *Server, adopted bool) (net.Conn, *bufio.Reader) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	var serve net.Listener = ln
+	if adopted {
+		serve = srv.Listener(ln, hs)
+	}
+	go hs.Serve(serve)
+	b.Cleanup(func() { hs.Close() })
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	return conn, bufio.NewReader(conn)
+}
+
+// readOK reads one answer from rd and fails b unless it is a 200.
+func readOK(b *testing.B, rd *bufio.Reader) {
+	res, err := http.ReadResponse(rd, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		b.Fatal(res.Status)
 	}
 }
 
@@ -321,19 +332,7 @@ func BenchmarkPublishOverConnection(b *testing.B) {
 // the client's side and the loopback.
 func BenchmarkRepollOverConnection(b *testing.B) {
 	srv, store := benchServer(b)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-	go hs.Serve(srv.Listener(ln, hs))
-	b.Cleanup(func() { hs.Close() })
-	conn, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
-	rd := bufio.NewReader(conn)
+	conn, rd := servedConn(b, srv, true)
 	tok := token(b, "u", time.Hour)
 	ctx := context.Background()
 	data := []byte(`{"text":"a message of about one hundred bytes, typical of a chat line"}`)
@@ -354,15 +353,7 @@ func BenchmarkRepollOverConnection(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		res, err := http.ReadResponse(rd, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		io.Copy(io.Discard, res.Body)
-		res.Body.Close()
-		if res.StatusCode != http.StatusOK {
-			b.Fatal(res.Status)
-		}
+		readOK(b, rd)
 		cursor = ids[0].String()
 		for srv.conns.total.Load() != 0 { // the answered poll let go of its slot
 			runtime.Gosched()

@@ -409,7 +409,7 @@ func (s *Server) serveKeptRequest(p *parked, c *ownedConn, req *http.Request, bo
 		return true, true, nil
 	case p.then != nil: // a long-poll parked: serveKept waits for its answer, then reads on
 		return false, false, kw.rest
-	case kw.hijacked: // taken over for good (no request of the fast path does so)
+	case kw.hijacked: // a connection's first long-poll parked on a new goroutine, which owns it now
 		return true, false, nil
 	}
 	closeAfter := req.Close || s.isDraining() || c.l.isClosed()
