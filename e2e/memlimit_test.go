@@ -13,18 +13,24 @@ import (
 // memLimit reads the Go runtime's memory limit from d's /metrics.
 func (d *daemon) memLimit(tb testing.TB) int64 {
 	tb.Helper()
+	return int64(d.metric(tb, "go_gc_gomemlimit_bytes"))
+}
+
+// metric reads one unlabelled metric from d's /metrics.
+func (d *daemon) metric(tb testing.TB, name string) float64 {
+	tb.Helper()
 	r := d.do(tb, "GET", "/metrics", adminKey, "", nil)
 	sc := bufio.NewScanner(bytes.NewReader(r.body))
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_gc_gomemlimit_bytes "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
-				tb.Fatalf("go_gc_gomemlimit_bytes %q: %v", v, err)
+				tb.Fatalf("%s %q: %v", name, v, err)
 			}
-			return int64(f)
+			return f
 		}
 	}
-	tb.Fatalf("no go_gc_gomemlimit_bytes in /metrics: %s", r)
+	tb.Fatalf("no %s in /metrics: %s", name, r)
 	return 0
 }
 

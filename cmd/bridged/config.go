@@ -58,6 +58,7 @@ type Config struct {
 	LogFormat         string        `env:"LOG_FORMAT" envDefault:"json"`
 	CORSOrigins       []string      `env:"CORS_ORIGINS" envSeparator:","`
 	Demo              bool          `env:"DEMO"`
+	AdaptiveProcs     bool          `env:"ADAPTIVE_PROCS" envDefault:"true"` // GOMAXPROCS follows the load (procs.go)
 
 	// demoByDefault is set when no BRIDGE_ variable was set at all: `go run ./cmd/bridged`.
 	demoByDefault bool

@@ -96,13 +96,7 @@ func cgroupMemoryMax(root string) int64 {
 // planMemoryLimit picks the limit's source from cfg and environ (KEY=value pairs). GOMEMLIMIT
 // wins when it is set and not empty, as the runtime reads it; "off" then means no limit.
 func planMemoryLimit(cfg Config, environ []string) memoryLimit {
-	p := memoryLimit{source: "derived", cfg: cfg}
-	for _, kv := range environ {
-		if k, v, _ := strings.Cut(kv, "="); k == "GOMEMLIMIT" {
-			p.goMemLimit = v
-			break // the runtime takes the first
-		}
-	}
+	p := memoryLimit{source: "derived", cfg: cfg, goMemLimit: runtimeEnv(environ, "GOMEMLIMIT")}
 	switch {
 	case p.goMemLimit != "":
 		p.source, p.ignored = "GOMEMLIMIT", cfg.MemoryLimit != 0
@@ -110,6 +104,17 @@ func planMemoryLimit(cfg Config, environ []string) memoryLimit {
 		p.source = "BRIDGE_MEMORY_LIMIT"
 	}
 	return p
+}
+
+// runtimeEnv returns the value of the runtime's variable key in environ (KEY=value pairs): the
+// first, as the runtime reads it.
+func runtimeEnv(environ []string, key string) string {
+	for _, kv := range environ {
+		if k, v, _ := strings.Cut(kv, "="); k == key {
+			return v
+		}
+	}
+	return ""
 }
 
 // limit returns the limit to set with conns open connections, and false when bridged leaves the

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -162,6 +163,17 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 	defer func() { stopWork(); workers.Wait() }()
 	workers.Go(func() { keys.Watch(workCtx, 5*time.Second, log) })
 	workers.Go(func() { memLimit.follow(workCtx, time.Second) })
+	switch {
+	case runtimeEnv(environ, "GOMAXPROCS") != "":
+		log.Info("processors", zap.String("source", "GOMAXPROCS"), zap.Int("gomaxprocs", runtime.GOMAXPROCS(0)))
+	case !cfg.AdaptiveProcs:
+		log.Info("processors", zap.String("source", "runtime"), zap.Int("gomaxprocs", runtime.GOMAXPROCS(0)))
+	default:
+		procs := newProcsAdapter(log)
+		log.Info("processors", zap.String("source", "adaptive"), zap.Int("gomaxprocs_max", procs.max),
+			zap.String("rule", "1 while lightly loaded, all as soon as they are busy (BRIDGE_ADAPTIVE_PROCS)"))
+		workers.Go(func() { procs.follow(workCtx) })
+	}
 	if cfg.Demo {
 		workers.Go(func() { mockPublisher(workCtx, store, log) })
 	}
