@@ -29,17 +29,15 @@ func TestAdaptiveProcessors(t *testing.T) {
 	t.Run("follows the load", func(t *testing.T) {
 		t.Parallel()
 		d := startDaemon(t, nil)
-		m := regexp.MustCompile(`"msg":"processors","source":"adaptive","gomaxprocs_max":(\d+)`).FindStringSubmatch(d.log.String())
+		log := d.log.String() // the processors line comes before the listening line
+		if m := regexp.MustCompile(`"msg":"processors","source":"runtime","gomaxprocs":1\b`).FindString(log); m != "" {
+			t.Skip("SKIPPED: the machine gives bridged one processor: there is nothing to adapt")
+		}
+		m := regexp.MustCompile(`"msg":"processors","source":"adaptive","gomaxprocs_max":(\d+)`).FindStringSubmatch(log)
 		if m == nil {
-			if strings.Contains(d.log.String(), `"msg":"processors","source":"runtime"`) {
-				t.Fatalf("the adapter is off by default:\n%s", d.log.Tail(20))
-			}
-			t.Fatalf("no adaptive processors line in the log:\n%s", d.log.Tail(20))
+			t.Fatalf("no adaptive processors line in the log; the adapter should be on by default:\n%s", d.log.Tail(20))
 		}
 		ceiling, _ := strconv.Atoi(m[1])
-		if ceiling < 2 {
-			t.Skipf("SKIPPED: the machine gives bridged %d processor: there is nothing to adapt", ceiling)
-		}
 		until("an idle node still runs on more than one processor", func() bool { return procs(d) == 1 })
 
 		// Many publishers at once make goroutines queue on one processor.

@@ -59,6 +59,24 @@ type procsAdapter struct {
 	log   *zap.Logger
 }
 
+// planProcs logs where GOMAXPROCS comes from and returns the adapter to run, or nil when the
+// number is fixed: by GOMAXPROCS in environ (KEY=value pairs), by BRIDGE_ADAPTIVE_PROCS=false, or
+// by a single processor.
+func planProcs(cfg Config, environ []string, log *zap.Logger) *procsAdapter {
+	n := runtime.GOMAXPROCS(0)
+	switch {
+	case runtimeEnv(environ, "GOMAXPROCS") != "":
+		log.Info("processors", zap.String("source", "GOMAXPROCS"), zap.Int("gomaxprocs", n))
+	case !cfg.AdaptiveProcs || n <= 1:
+		log.Info("processors", zap.String("source", "runtime"), zap.Int("gomaxprocs", n))
+	default:
+		log.Info("processors", zap.String("source", "adaptive"), zap.Int("gomaxprocs_max", n),
+			zap.String("rule", "1 while lightly loaded, all as soon as goroutines wait to run (BRIDGE_ADAPTIVE_PROCS)"))
+		return newProcsAdapter(log)
+	}
+	return nil
+}
+
 func newProcsAdapter(log *zap.Logger) *procsAdapter {
 	n := runtime.GOMAXPROCS(0)
 	return &procsAdapter{max: n, cur: n, set: runtime.GOMAXPROCS, cpu: processCPU, waits: newLateWaits(procsLate), log: log}

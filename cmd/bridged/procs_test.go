@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestNextProcs(t *testing.T) {
@@ -162,6 +164,41 @@ func TestProcessCPU(t *testing.T) {
 	for deadline := time.Now().Add(30 * time.Second); processCPU()-before < 20*time.Millisecond; {
 		if time.Now().After(deadline) {
 			t.Fatalf("30 s of spinning added %v of CPU time", processCPU()-before)
+		}
+	}
+}
+
+func TestPlanProcs(t *testing.T) {
+	n := runtime.GOMAXPROCS(0)
+	for _, c := range []struct {
+		name     string
+		adaptive bool
+		environ  []string
+		source   string
+	}{
+		{"GOMAXPROCS fixes it", true, []string{"GOMAXPROCS=3"}, "GOMAXPROCS"},
+		{"an empty GOMAXPROCS does not", true, []string{"GOMAXPROCS="}, "adaptive"},
+		{"BRIDGE_ADAPTIVE_PROCS=false leaves the runtime's", false, nil, "runtime"},
+		{"on by default", true, nil, "adaptive"},
+	} {
+		core, logs := observer.New(zapcore.InfoLevel)
+		a := planProcs(Config{AdaptiveProcs: c.adaptive}, c.environ, zap.New(core))
+		want := c.source
+		if want == "adaptive" && n <= 1 {
+			want = "runtime" // one processor: nothing to adapt
+		}
+		lines := logs.FilterMessage("processors").All()
+		if len(lines) != 1 {
+			t.Fatalf("%s: %d processors lines, want 1", c.name, len(lines))
+		}
+		if got := lines[0].ContextMap()["source"]; got != want {
+			t.Errorf("%s: source %v, want %s", c.name, got, want)
+		}
+		if (a != nil) != (want == "adaptive") {
+			t.Errorf("%s: adapter %v, want one only when adaptive", c.name, a)
+		}
+		if a != nil && a.max != n {
+			t.Errorf("%s: ceiling %d, want GOMAXPROCS at start, %d", c.name, a.max, n)
 		}
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,6 +71,7 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 	plan.ceiling = cgroupMemoryMax(cgroupRoot)
 	memLimit := newMemoryLimiter(plan, conns)
 	memLimit.start(log)
+	procs := planProcs(cfg, environ, log)
 
 	store, err := openStore(ctx, cfg, log)
 	if err != nil {
@@ -163,15 +163,7 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 	defer func() { stopWork(); workers.Wait() }()
 	workers.Go(func() { keys.Watch(workCtx, 5*time.Second, log) })
 	workers.Go(func() { memLimit.follow(workCtx, time.Second) })
-	switch {
-	case runtimeEnv(environ, "GOMAXPROCS") != "":
-		log.Info("processors", zap.String("source", "GOMAXPROCS"), zap.Int("gomaxprocs", runtime.GOMAXPROCS(0)))
-	case !cfg.AdaptiveProcs:
-		log.Info("processors", zap.String("source", "runtime"), zap.Int("gomaxprocs", runtime.GOMAXPROCS(0)))
-	default:
-		procs := newProcsAdapter(log)
-		log.Info("processors", zap.String("source", "adaptive"), zap.Int("gomaxprocs_max", procs.max),
-			zap.String("rule", "1 while lightly loaded, all as soon as they are busy (BRIDGE_ADAPTIVE_PROCS)"))
+	if procs != nil {
 		workers.Go(func() { procs.follow(workCtx) })
 	}
 	if cfg.Demo {
