@@ -80,6 +80,7 @@ type config struct {
 
 	start      startOpts
 	profileDir string // -profile: where bridged's pprof profiles go
+	wakeLogDir string // -wake-log: where each long-poll run's wake-up latencies go
 }
 
 var allWorkloads = []string{"memory-sse", "memory-longpoll", "sse", "longpoll", "poll", "publish"}
@@ -130,11 +131,17 @@ func run(ctx context.Context, args []string) error {
 	timeout := fs.Duration("timeout", 60*time.Minute, "upper bound on the whole run")
 	selfProfile := fs.String("self-cpuprofile", "", "write bridgebench's own CPU profile here (to check the tool's overhead)")
 	fs.StringVar(&cfg.profileDir, "profile", "", "build bridged with net/http/pprof (go build -overlay; the repository is unchanged) and save heap, goroutine and CPU profiles here")
+	fs.StringVar(&cfg.wakeLogDir, "wake-log", "", "write each long-poll run's wake-up latencies here, one CSV per run (publish time and latency in ns, one line per message)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if cfg.wakeLogDir != "" {
+		if err := os.MkdirAll(cfg.wakeLogDir, 0o755); err != nil {
+			return err
+		}
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -313,6 +320,9 @@ func runOne(ctx context.Context, cfg *config, w, t string, round int, pr *progre
 	}
 	if p.pprof != "" {
 		p.prof = &profiler{dir: cfg.profileDir, addr: p.pprof, label: fmt.Sprintf("%s-%s-r%d", t, w, round)}
+	}
+	if cfg.wakeLogDir != "" {
+		p.wakeLog = filepath.Join(cfg.wakeLogDir, fmt.Sprintf("%s-r%d-wake.csv", t, round))
 	}
 	defer func() {
 		p.prof.wait()

@@ -81,6 +81,8 @@ type proc struct {
 	notes  []string  // what was set, for the report
 	pprof  string    // bridged built with -profile: its pprof listener
 	prof   *profiler // nil unless profiling
+	// wakeLog is where runLongPoll writes the wake-up's latencies (-wake-log); "" for none.
+	wakeLog string
 }
 
 // tail returns the end of the process's output, for error messages.

@@ -1,10 +1,15 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -224,6 +229,74 @@ func runSSE(ctx context.Context, cfg *config, p *proc, pr *progress) (*result, e
 // ---------------------------------------------------------------------------------------------
 // Long-poll
 
+// wakeWindow is the width of publish time the wake-up's latencies are grouped by, to tell a
+// stall (a few windows slow) from a slow spread (every window slow).
+const wakeWindow = 20 * time.Millisecond
+
+// wakeSeries keeps each wake-up's publish time and latency. It is safe for concurrent use.
+type wakeSeries struct {
+	mu  sync.Mutex
+	at  []int64 // publish time, Unix ns (the payload's timestamp)
+	lat []time.Duration
+}
+
+func (w *wakeSeries) add(at int64, d time.Duration) {
+	w.mu.Lock()
+	w.at = append(w.at, at)
+	w.lat = append(w.lat, d)
+	w.mu.Unlock()
+}
+
+// worstWindow groups the wake-ups by width of publish time from the first and returns the
+// window with the highest median latency: its offset, its count and its median; typical is the
+// median of every window's median. ok is false when there are none.
+func (w *wakeSeries) worstWindow(width time.Duration) (offset time.Duration, n int, worst, typical time.Duration, ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.at) == 0 || width <= 0 {
+		return 0, 0, 0, 0, false
+	}
+	first := slices.Min(w.at)
+	windows := map[int64][]time.Duration{}
+	for i, at := range w.at {
+		k := (at - first) / int64(width)
+		windows[k] = append(windows[k], w.lat[i])
+	}
+	median := func(v []time.Duration) time.Duration {
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	var medians []time.Duration
+	for _, k := range slices.Sorted(maps.Keys(windows)) {
+		m := median(windows[k])
+		medians = append(medians, m)
+		if m > worst || n == 0 {
+			offset, n, worst = time.Duration(k)*width, len(windows[k]), m
+		}
+	}
+	return offset, n, worst, median(medians), true
+}
+
+// writeCSV writes one line per wake-up, in publish order: publish time (Unix ns) and latency (ns).
+func (w *wakeSeries) writeCSV(path string) error {
+	w.mu.Lock()
+	order := make([]int, len(w.at))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(w.at[a], w.at[b]) })
+	var b []byte
+	b = append(b, "publish_unix_ns,latency_ns\n"...)
+	for _, i := range order {
+		b = strconv.AppendInt(b, w.at[i], 10)
+		b = append(b, ',')
+		b = strconv.AppendInt(b, int64(w.lat[i]), 10)
+		b = append(b, '\n')
+	}
+	w.mu.Unlock()
+	return os.WriteFile(path, b, 0o644)
+}
+
 // lpFleet is n long-polling clients, one per user, each on one keep-alive connection that
 // re-polls as soon as an answer arrives, from the position the answer gave (bridged's cursor,
 // Nchan's Last-Modified/Etag). Message 0 of each user is the wake-up message; the others are the
@@ -233,6 +306,7 @@ type lpFleet struct {
 	loopDelivered                                          atomic.Int64
 	lastErr                                                atomic.Pointer[string]
 	wake, loop                                             Histogram
+	wakeSeries                                             wakeSeries
 	cancel                                                 context.CancelFunc
 	wg                                                     sync.WaitGroup
 }
@@ -302,6 +376,7 @@ func (f *lpFleet) client(ctx context.Context, g gate, p *proc, u int, l *Ledger,
 					d := time.Duration(now - m.TS)
 					if m.Seq == 0 {
 						f.wake.Record(d)
+						f.wakeSeries.add(m.TS, d)
 					} else {
 						f.loop.Record(d)
 					}
@@ -378,6 +453,16 @@ func runLongPoll(ctx context.Context, cfg *config, p *proc, pr *progress) (*resu
 	}
 	res.note("longpoll: wake-up: %d publishes from %d connections took %.0f ms", n, cfg.publishers, wakePublished.Seconds()*1e3)
 	res.latency("lp.wake", &f.wake)
+	if off, n, worst, typical, ok := f.wakeSeries.worstWindow(wakeWindow); ok {
+		res.note("longpoll: wake-up by %s of publish time: the windows' median latency is %.1f ms; the worst window, at +%.0f ms, had %d wake-ups and a median of %.1f ms",
+			wakeWindow, typical.Seconds()*1e3, off.Seconds()*1e3, n, worst.Seconds()*1e3)
+	}
+	if p.wakeLog != "" {
+		if err := f.wakeSeries.writeCSV(p.wakeLog); err != nil {
+			return nil, fmt.Errorf("longpoll: -wake-log: %w", err)
+		}
+		res.note("longpoll: wake-up latencies in %s", p.wakeLog)
+	}
 
 	pr.phase(fmt.Sprintf("longpoll %s: re-poll loop, %.0f msg/s", p.kind, cfg.rate), cfg.duration)
 	pids := p.pids()
