@@ -15,9 +15,18 @@ import (
 // makes it give up, and encoding/json decides and words the error as it always has.
 // FuzzPublishDecode holds parsePublish to that.
 
-// bodyBufs holds buffers for publish bodies. Nothing decoded from a body refers to its buffer:
-// strings and data are copied out, so the buffer is reused once decoding is done.
+// bodyBufs holds buffers for publish bodies and for answers built whole (poll answers, responses
+// on kept connections). Nothing decoded from a body refers to its buffer: strings and data are
+// copied out, so the buffer is reused once decoding is done; an answer's is reused once written.
 var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// putBodyBuf gives b, grown from bufp's buffer, back to bodyBufs unless it grew past maxPooledBody.
+func putBodyBuf(bufp *[]byte, b []byte) {
+	if cap(b) <= maxPooledBody {
+		*bufp = b[:0]
+		bodyBufs.Put(bufp)
+	}
+}
 
 const (
 	maxPooledBody = 64 << 10 // larger buffers are left to the GC, so the pool holds little

@@ -413,7 +413,7 @@ func (s *Server) serveKeptRequest(p *parked, c *ownedConn, req *http.Request, bo
 		return true, false, nil
 	}
 	closeAfter := req.Close || s.isDraining() || c.l.isClosed()
-	if err := p.write(kw.wire(closeAfter), s.opts.WriteTimeout); err != nil || closeAfter {
+	if err := kw.writeTo(p, closeAfter, s.opts.WriteTimeout); err != nil || closeAfter {
 		return true, true, nil
 	}
 	return false, false, kw.rest

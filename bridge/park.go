@@ -211,11 +211,13 @@ func (s *Server) runParked(p *parked, fn func() (closeConn bool)) {
 }
 
 // rawResponse is an http.ResponseWriter that buffers a whole response, so the ordinary writers
-// (writeBatch, writeError) can answer on a parked connection.
+// (writeBatch, writeError) can answer on a parked connection. Its body is a pooled buffer, which
+// writeTo gives back.
 type rawResponse struct {
 	header http.Header
 	status int
 	body   []byte
+	bodyp  *[]byte // body's pool entry, once Write took one
 }
 
 func (rr *rawResponse) Header() http.Header { return rr.header }
@@ -234,14 +236,17 @@ func (rr *rawResponse) Write(b []byte) (int, error) {
 	if rr.status == 0 {
 		rr.status = http.StatusOK
 	}
+	if rr.bodyp == nil {
+		rr.bodyp = bodyBufs.Get().(*[]byte)
+		rr.body = (*rr.bodyp)[:0]
+	}
 	rr.body = append(rr.body, b...)
 	return len(b), nil
 }
 
-// wire is the whole response on the wire, head and body; close says the connection ends after it.
-// As net/http does, a handler that wrote nothing answers 200 and a body without a Content-Type
-// gets a sniffed one.
-func (rr *rawResponse) wire(close bool) []byte {
+// appendWire appends the whole response to b. As net/http does, a handler that wrote nothing
+// answers 200 and a body without a Content-Type gets a sniffed one.
+func (rr *rawResponse) appendWire(b []byte, close bool) []byte {
 	status := rr.status
 	if status == 0 {
 		status = http.StatusOK
@@ -249,8 +254,24 @@ func (rr *rawResponse) wire(close bool) []byte {
 	if len(rr.body) > 0 && rr.header.Get("Content-Type") == "" {
 		rr.header.Set("Content-Type", http.DetectContentType(rr.body))
 	}
-	b := appendHead(make([]byte, 0, 512+len(rr.body)), status, rr.header, len(rr.body), close)
+	b = appendHead(b, status, rr.header, len(rr.body), close)
 	return append(b, rr.body...)
+}
+
+// writeTo writes the whole response, head and body, to p under timeout (close says the
+// connection ends after it), from a pooled buffer: answers are written once and forgotten, so
+// building each in a new one only fed the collector. The body's buffer goes back to the pool too;
+// rr must not be written to after.
+func (rr *rawResponse) writeTo(p *parked, close bool, timeout time.Duration) error {
+	bufp := bodyBufs.Get().(*[]byte)
+	b := rr.appendWire((*bufp)[:0], close)
+	err := p.write(b, timeout)
+	putBodyBuf(bufp, b)
+	if rr.bodyp != nil {
+		putBodyBuf(rr.bodyp, rr.body)
+		rr.body, rr.bodyp = nil, nil
+	}
+	return err
 }
 
 // appendHead appends an HTTP/1.1 status line and header block. A negative contentLength means

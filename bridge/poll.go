@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -148,8 +149,9 @@ func (s *Server) parkLongPoll(p *parked, pending []byte, logLine func(int, int64
 			s.writeBatch(rr, "longpoll", a.batch)
 		}
 		closing := closeAfter || s.isDraining() // a drained node says so, then closes
-		err := p.write(rr.wire(closing), s.opts.WriteTimeout)
-		logLine(rr.status, int64(len(rr.body)))
+		size := len(rr.body)
+		err := rr.writeTo(p, closing, s.opts.WriteTimeout)
+		logLine(rr.status, int64(size))
 		return err != nil || closing
 	})
 }
@@ -168,7 +170,8 @@ func (s *Server) writeBatch(w http.ResponseWriter, transport string, b cache.Bat
 	for i := range b.Messages {
 		size += 96 + len(b.Messages[i].Event) + len(b.Messages[i].Data)
 	}
-	buf := make([]byte, 0, size)
+	bufp := bodyBufs.Get().(*[]byte)
+	buf := slices.Grow((*bufp)[:0], size)
 	buf = append(buf, `{"messages":[`...)
 	for i := range b.Messages {
 		if i > 0 {
@@ -183,7 +186,8 @@ func (s *Server) writeBatch(w http.ResponseWriter, transport string, b cache.Bat
 	buf = append(buf, `,"more":`...)
 	buf = strconv.AppendBool(buf, more)
 	buf = append(buf, "}\n"...)
-	writeJSON(w, http.StatusOK, buf)
+	writeJSON(w, http.StatusOK, buf) // a Write copies what it keeps (io.Writer)
+	putBodyBuf(bufp, buf)
 }
 
 // parseWait reads the wait parameter: a Go duration ("25s", "1500ms") or whole seconds ("25").

@@ -103,12 +103,7 @@ func (s *Server) decodePublish(w http.ResponseWriter, r *http.Request) ([]cache.
 	}
 	bufp := bodyBufs.Get().(*[]byte)
 	in, readErr := readBody(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes), (*bufp)[:0], r.ContentLength)
-	defer func() {
-		if cap(in) <= maxPooledBody {
-			*bufp = in
-			bodyBufs.Put(bufp)
-		}
-	}()
+	defer func() { putBodyBuf(bufp, in) }()
 	var body publishBody
 	if readErr != nil || !body.parsePublish(in) {
 		// encoding/json reads the same bytes, then the same read error (a *http.MaxBytesError
