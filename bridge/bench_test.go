@@ -246,8 +246,9 @@ func BenchmarkKeptHead(b *testing.B) {
 		"Host: 127.0.0.1:8080\r\nUser-Agent: bridgebench\r\nAccept: application/json\r\n\r\n")
 	b.Run("parseKept", func(b *testing.B) {
 		b.ReportAllocs()
+		var req http.Request
 		for b.Loop() {
-			if parseKept(head) == nil {
+			if !parseKept(head, &req) {
 				b.Fatal("refused")
 			}
 		}

@@ -136,7 +136,8 @@ func (s *Server) serveNextKept(p *parked, c *ownedConn, pending []byte, headBy t
 		return true, true, nil
 	}
 	if verdict == headServe {
-		if req := parseKept(buf[:end]); req != nil && end+int(req.ContentLength) <= len(buf) {
+		var req http.Request // parseKept fills it; serveKeptRequest's copy with a context is the one on the heap
+		if parseKept(buf[:end], &req) && end+int(req.ContentLength) <= len(buf) {
 			// The body, read under the head's deadline; one that is late goes to net/http
 			// with the rest, and the handler's own limits and deadlines apply to it there.
 			need := end + int(req.ContentLength)
@@ -145,7 +146,7 @@ func (s *Server) serveNextKept(p *parked, c *ownedConn, pending []byte, headBy t
 				return true, true, nil
 			}
 			if n >= need {
-				return s.serveKeptRequest(p, c, req, buf[end:need], buf[need:n], inline)
+				return s.serveKeptRequest(p, c, &req, buf[end:need], buf[need:n], inline)
 			}
 		}
 	}
@@ -277,24 +278,24 @@ func (p *parked) readMore(buf []byte, n int, until time.Time) (int, readOutcome)
 }
 
 // parseKept parses a head from scanHead (a request line and header lines, each ending in CRLF,
-// then CRLF) into the request net/http's server makes of it, and returns it when the fast path
-// takes it (keptEligible), or nil. It is stricter than net/http, never looser: it takes only a
+// then CRLF) into req, the request net/http's server makes of it, and reports whether the fast
+// path takes it (keptEligible). It is stricter than net/http, never looser: it takes only a
 // request line "METHOD target HTTP/1.1" for one of keptTargets, header lines "Name: value" with
 // token names, exactly one plain Host, at most one Content-Length of digits and no
 // Transfer-Encoding. From what it takes it makes what net/http makes, which FuzzKeptHead checks
 // against a real http.Server: the target split into path and raw query as url.ParseRequestURI
 // splits it, canonical header names, values trimmed of spaces and tabs, Host moved to req.Host,
 // "Pragma: no-cache" implying "Cache-Control: no-cache", and Close from the Connection header.
-func parseKept(head []byte) *http.Request {
+func parseKept(head []byte, req *http.Request) bool {
 	if !plainHead(head) {
-		return nil
+		return false
 	}
 	hs := string(head) // one copy: every string of the request is a piece of it
 	line, rest, _ := strings.Cut(hs, "\r\n")
 	method, line, ok1 := strings.Cut(line, " ")
 	target, proto, ok2 := strings.Cut(line, " ")
 	if !ok1 || !ok2 || proto != "HTTP/1.1" {
-		return nil
+		return false
 	}
 	u := &url.URL{}
 	var query bool
@@ -314,7 +315,7 @@ func parseKept(head []byte) *http.Request {
 		}
 		name, value, ok := strings.Cut(line, ":")
 		if !ok || !plainToken(name) {
-			return nil
+			return false
 		}
 		value = strings.Trim(value, " \t")
 		name = http.CanonicalHeaderKey(name)
@@ -324,13 +325,13 @@ func parseKept(head []byte) *http.Request {
 			continue
 		case "Content-Length":
 			if seenLength || value == "" || len(value) > 9 || strings.Trim(value, "0123456789") != "" {
-				return nil // several, signed, empty or huge: net/http judges
+				return false // several, signed, empty or huge: net/http judges
 			}
 			seenLength = true
 			n, _ := strconv.Atoi(value)
 			length = int64(n)
 		case "Transfer-Encoding":
-			return nil
+			return false
 		}
 		if vs, ok := h[name]; ok {
 			h[name] = append(vs, value)
@@ -344,7 +345,7 @@ func parseKept(head []byte) *http.Request {
 			h["Cache-Control"] = []string{"no-cache"}
 		}
 	}
-	req := &http.Request{
+	*req = http.Request{
 		Method:        method,
 		URL:           u,
 		Proto:         proto,
@@ -357,10 +358,7 @@ func parseKept(head []byte) *http.Request {
 		Host:          host,
 		RequestURI:    target,
 	}
-	if !keptEligible(req) {
-		return nil
-	}
-	return req
+	return keptEligible(req)
 }
 
 // hasToken reports whether one of the comma-separated lists in values holds token (compared
@@ -382,11 +380,11 @@ func hasToken(values []string, token string) bool {
 // (read with its head) as its body, and writes its answer. rest holds the bytes read past the
 // request; inline lets a long-poll wait on this goroutine (parkWait). done, closeConn and next
 // are serveNextKept's.
-func (s *Server) serveKeptRequest(p *parked, c *ownedConn, req *http.Request, body, rest []byte, inline bool) (done, closeConn bool, next []byte) {
-	req.RemoteAddr = c.remoteAddr()
+func (s *Server) serveKeptRequest(p *parked, c *ownedConn, parsed *http.Request, body, rest []byte, inline bool) (done, closeConn bool, next []byte) {
+	parsed.RemoteAddr = c.remoteAddr()
 	ctx, cancel := context.WithCancel(c.l.baseCtx)
 	defer cancel()
-	req = req.WithContext(ctx)
+	req := parsed.WithContext(ctx) // a copy: parsed stays on serveNextKept's stack
 
 	kw := &keptResponse{rawResponse: rawResponse{header: make(http.Header, 8)}, p: p}
 	if len(body) > 0 {

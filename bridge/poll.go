@@ -62,7 +62,11 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 	}
 	deadline := time.Now().Add(wait)
 	if p, pending := s.park(w, r); p != nil {
-		s.parkLongPoll(p, pending, s.detach(w, r), user, c, deadline, sub, release, w.Header().Clone(), r.Close || !p.reusable())
+		h := w.Header() // the answer's headers, so far
+		if _, kept := beneath[*keptResponse](w); !kept {
+			h = h.Clone() // net/http's response's, not to be kept past the handler
+		}
+		s.parkLongPoll(p, pending, s.detach(w, r), user, c, deadline, sub, release, h, r.Close || !p.reusable())
 		return nil
 	}
 	defer release()
