@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -24,12 +23,8 @@ type subscriber struct {
 	expires time.Time
 }
 
-type subscriberKey struct{}
-
-func subscriberFrom(ctx context.Context) subscriber {
-	sub, _ := ctx.Value(subscriberKey{}).(subscriber)
-	return sub
-}
+// subscriberFunc is an apiFunc for a verified subscriber (subscriberOnly).
+type subscriberFunc func(w http.ResponseWriter, r *http.Request, who subscriber) error
 
 // bearer returns the credential of an "Authorization: Bearer" header, or "".
 func bearer(r *http.Request) string {
@@ -53,9 +48,10 @@ const (
 	tokenOrTicket                     // either of the first, or a ticket query parameter (SSE, WS)
 )
 
-// subscriberOnly verifies the subscriber's credential and puts its subject in the context. The
-// token may come in the query because EventSource cannot set headers; a ticket keeps it out.
-func (s *Server) subscriberOnly(cred credential, next apiFunc) apiFunc {
+// subscriberOnly verifies the subscriber's credential and hands its subject to next (as an
+// argument, not in the request's context: that would copy the request). The token may come in
+// the query because EventSource cannot set headers; a ticket keeps it out.
+func (s *Server) subscriberOnly(cred credential, next subscriberFunc) apiFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		var sub subscriber
 		var err error
@@ -79,7 +75,7 @@ func (s *Server) subscriberOnly(cred credential, next apiFunc) apiFunc {
 			s.countAuthFailure(err)
 			return err
 		}
-		return next(w, r.WithContext(context.WithValue(r.Context(), subscriberKey{}, sub)))
+		return next(w, r, sub)
 	}
 }
 

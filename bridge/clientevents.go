@@ -37,7 +37,7 @@ func indexOf[T ~string](list []string, v T) int {
 // clientEvent handles POST /v1/client-events: {"change":"down"|"up","from":rung,"to":rung,
 // "reason":reason} from a subscriber's client. A step down goes to a lower rung for any reason
 // but probe_delivered; a step up goes to a higher rung for probe_delivered. 204 when counted.
-func (s *Server) clientEvent(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) clientEvent(w http.ResponseWriter, r *http.Request, _ subscriber) error {
 	var ev struct {
 		Change string `json:"change"`
 		From   string `json:"from"`

@@ -23,7 +23,7 @@ const pollLimit = 1000
 // A long-poll follows the one read path (package doc): Subscribe, then Changed → ReadAfter →
 // wait for the change, the deadline, the node draining or the client leaving. On HTTP/1.1 it
 // waits on a parked connection (park.go), which holds far less memory than net/http's.
-func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) poll(w http.ResponseWriter, r *http.Request, who subscriber) error {
 	c, err := cache.ParseCursor(queryValue(r.URL.RawQuery, "cursor"))
 	if err != nil {
 		return badRequest("bad_cursor", "cursor is malformed; send back an id bridged gave you, or none")
@@ -40,7 +40,7 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) error {
 	if s.faults.active(faultPoll) {
 		return errDemoFault
 	}
-	user := subscriberFrom(r.Context()).user
+	user := who.user
 
 	b, err := s.store.ReadAfter(r.Context(), user, c, pollLimit+1)
 	if err != nil {

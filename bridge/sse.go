@@ -26,7 +26,7 @@ import (
 // data still names its event). Control frames keep their names.
 //
 // The read loop is serveStream, shared with the WebSocket endpoint.
-func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) sse(w http.ResponseWriter, r *http.Request, who subscriber) error {
 	setTransport(w, "sse")
 	ctx := r.Context()
 	q := r.URL.Query()
@@ -49,7 +49,6 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) error {
 	if s.isDraining() {
 		return errDraining
 	}
-	who := subscriberFrom(ctx)
 	release, err := s.acquire(who.user, transportSSE)
 	if err != nil {
 		return err

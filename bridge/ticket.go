@@ -47,11 +47,10 @@ func ticketKey(configured []byte, publishKey string) []byte {
 }
 
 // issueTicket handles POST /v1/ticket: the token comes only in the Authorization header.
-func (s *Server) issueTicket(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) issueTicket(w http.ResponseWriter, r *http.Request, sub subscriber) error {
 	if s.claimer == nil {
 		return errorf(http.StatusNotImplemented, "tickets_unavailable", "this store cannot make tickets single-use; use the token")
 	}
-	sub := subscriberFrom(r.Context())
 	exp := time.Now().Add(s.opts.TicketTTL)
 	if sub.expires.Before(exp) {
 		exp = sub.expires

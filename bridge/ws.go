@@ -49,7 +49,7 @@ var wsCloseCodes = map[closeReason]websocket.StatusCode{
 //
 // The client sends nothing; a data message from it ends the connection with 1008. Refusals
 // before the upgrade (bad cursor, bad token, draining) are the usual JSON error answers.
-func (s *Server) ws(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) ws(w http.ResponseWriter, r *http.Request, who subscriber) error {
 	setTransport(w, "ws")
 	if !isWebSocketUpgrade(r) {
 		w.Header().Set("Upgrade", "websocket")
@@ -65,7 +65,6 @@ func (s *Server) ws(w http.ResponseWriter, r *http.Request) error {
 	if s.faults.active(faultWS) {
 		return errDemoFault
 	}
-	who := subscriberFrom(r.Context())
 	release, err := s.acquire(who.user, transportWS)
 	if err != nil {
 		return err
