@@ -92,19 +92,29 @@ func (s *Server) serveKept(p *parked, pending []byte, fresh bool) (closeConn boo
 		if first {
 			headBy = c.l.timeout(c.l.srv.ReadHeaderTimeout)
 		}
+		var done bool
 		if len(pending) == 0 {
-			var b [1]byte
 			until := headBy
 			if !first {
 				until = c.l.timeout(c.l.srv.IdleTimeout)
 			}
-			if !s.awaitRequest(p, c.l, b[:], until, first) {
-				return true
+			if rc := c.raw(); rc != nil {
+				bufp, n, ok := s.awaitHead(p, c.l, rc, until, first)
+				if !ok {
+					return true
+				}
+				done, closeConn, pending = s.serveHead(p, c, bufp, n, headBy, !first)
+			} else {
+				var b [1]byte
+				if !s.awaitRequest(p, c.l, b[:], until, first) {
+					return true
+				}
+				done, closeConn, pending = s.serveNextKept(p, c, b[:], headBy, !first)
 			}
-			pending = b[:]
+		} else {
+			done, closeConn, pending = s.serveNextKept(p, c, pending, headBy, !first)
 		}
-		var done bool
-		if done, closeConn, pending = s.serveNextKept(p, c, pending, headBy, !first); done {
+		if done {
 			return closeConn
 		}
 		if wait := p.then; wait != nil { // the request parked a long-poll (parkWait)
@@ -122,16 +132,22 @@ func (s *Server) serveKept(p *parked, pending []byte, fresh bool) (closeConn boo
 // is over (closeConn then says whether to close); otherwise next holds the bytes read past the
 // request, the start of the next one.
 func (s *Server) serveNextKept(p *parked, c *ownedConn, pending []byte, headBy time.Time, inline bool) (done, closeConn bool, next []byte) {
-	bufp := keptHeadPool.Get().(*[]byte)
-	defer keptHeadPool.Put(bufp)
-	buf := *bufp
-	if len(pending) > len(buf) {
+	if len(pending) > keptHeadMax {
 		return true, !p.keep(pending), nil
 	}
+	bufp := keptHeadPool.Get().(*[]byte)
+	return s.serveHead(p, c, bufp, copy(*bufp, pending), headBy, inline)
+}
+
+// serveHead is serveNextKept with the request's first n bytes in *bufp, a keptHeadPool buffer it
+// gives back.
+func (s *Server) serveHead(p *parked, c *ownedConn, bufp *[]byte, n int, headBy time.Time, inline bool) (done, closeConn bool, next []byte) {
+	defer keptHeadPool.Put(bufp)
+	buf := *bufp
 	if headBy.IsZero() {
 		headBy = c.l.timeout(c.l.srv.ReadHeaderTimeout)
 	}
-	end, n, verdict := p.readHead(buf, copy(buf, pending), headBy)
+	end, n, verdict := p.readHead(buf, n, headBy)
 	if verdict == headClose {
 		return true, true, nil
 	}
@@ -171,6 +187,29 @@ func (s *Server) awaitRequest(p *parked, l *reuseListener, b []byte, until time.
 			}
 		case !until.IsZero() && !time.Now().Before(until):
 			return false
+		}
+	}
+}
+
+// awaitHead is awaitRequest reading straight into a keptHeadPool buffer through r, the
+// connection's raw descriptor: each attempt takes a buffer and gives it back when nothing has
+// arrived, so a waiting connection holds none, and the request is read in one syscall where
+// awaitRequest's one byte took two. On true, *bufp holds the first n bytes; the caller gives the
+// buffer back.
+func (s *Server) awaitHead(p *parked, l *reuseListener, r *rawReader, until time.Time, first bool) (bufp *[]byte, n int, ok bool) {
+	for {
+		bufp, n, poked, err := p.awaitRaw(r, until)
+		switch {
+		case n > 0:
+			return bufp, n, true
+		case err != nil:
+			return nil, 0, false
+		case poked:
+			if l.isClosed() || (!first && s.isDraining()) {
+				return nil, 0, false
+			}
+		case !until.IsZero() && !time.Now().Before(until):
+			return nil, 0, false
 		}
 	}
 }

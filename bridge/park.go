@@ -3,12 +3,14 @@ package bridge
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -86,6 +88,71 @@ func (p *parked) await(until time.Time, b []byte) (n int, poked bool, err error)
 	default:
 		return 0, false, err
 	}
+}
+
+// awaitRaw is await reading through r, the connection's raw descriptor, into a keptHeadPool
+// buffer taken for each attempt and given back when the attempt finds nothing: n > 0 means *bufp
+// holds n bytes, and the caller gives it back.
+func (p *parked) awaitRaw(r *rawReader, until time.Time) (bufp *[]byte, n int, poked bool, err error) {
+	if err := p.conn.SetReadDeadline(until); err != nil {
+		return nil, 0, false, err
+	}
+	if p.woken.Swap(false) {
+		return nil, 0, true, nil
+	}
+	r.bufp, r.n, r.err = nil, 0, nil
+	err = r.rc.Read(r.fn)
+	bufp, n = r.bufp, r.n
+	r.bufp = nil
+	switch {
+	case n > 0:
+		return bufp, n, false, nil
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, 0, p.woken.Swap(false), nil
+	case err != nil:
+		return nil, 0, false, err
+	default:
+		return nil, 0, false, r.err
+	}
+}
+
+// rawReader reads a connection's requests through its raw descriptor (awaitRaw).
+type rawReader struct {
+	rc   syscall.RawConn
+	fn   func(fd uintptr) bool // read, bound once: a closure made per read would be an allocation
+	bufp *[]byte               // what read got: n bytes in *bufp, or err
+	n    int
+	err  error
+}
+
+func newRawReader(rc syscall.RawConn) *rawReader {
+	r := &rawReader{rc: rc}
+	r.fn = r.read
+	return r
+}
+
+// read is one attempt of rc.Read: false when nothing has arrived, so the poller waits for the
+// descriptor without a buffer held.
+func (r *rawReader) read(fd uintptr) bool {
+	bp := keptHeadPool.Get().(*[]byte)
+	m, e := syscall.Read(int(fd), *bp)
+	for e == syscall.EINTR {
+		m, e = syscall.Read(int(fd), *bp)
+	}
+	switch {
+	case e == syscall.EAGAIN:
+		keptHeadPool.Put(bp)
+		return false
+	case e != nil:
+		r.err = e
+	case m == 0:
+		r.err = io.EOF
+	default:
+		r.bufp, r.n = bp, m
+		return true
+	}
+	keptHeadPool.Put(bp)
+	return true
 }
 
 // cutByFault reports whether the demo's fault controls cut this connection.
@@ -441,7 +508,26 @@ type ownedConn struct {
 	net.Conn
 	l       *reuseListener
 	pending []byte
-	remote  string // RemoteAddr().String(), once a kept request needed it
+	remote  string     // RemoteAddr().String(), once a kept request needed it
+	rr      *rawReader // reads through the raw descriptor, once raw looked it up
+	noRaw   bool       // the connection has none (a test's pipe)
+}
+
+// raw returns a reader of the connection's raw descriptor, for reads that bypass net.Conn
+// (awaitHead), or nil when it has none or bytes handed back wait in pending.
+func (c *ownedConn) raw() *rawReader {
+	if c.rr == nil && !c.noRaw {
+		if sc, ok := c.Conn.(syscall.Conn); ok {
+			if rc, err := sc.SyscallConn(); err == nil {
+				c.rr = newRawReader(rc)
+			}
+		}
+		c.noRaw = c.rr == nil
+	}
+	if len(c.pending) > 0 {
+		return nil
+	}
+	return c.rr
 }
 
 func (c *ownedConn) remoteAddr() string {
