@@ -3,7 +3,6 @@ package bridge
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -129,30 +128,6 @@ func newRawReader(rc syscall.RawConn) *rawReader {
 	r := &rawReader{rc: rc}
 	r.fn = r.read
 	return r
-}
-
-// read is one attempt of rc.Read: false when nothing has arrived, so the poller waits for the
-// descriptor without a buffer held.
-func (r *rawReader) read(fd uintptr) bool {
-	bp := keptHeadPool.Get().(*[]byte)
-	m, e := syscall.Read(int(fd), *bp)
-	for e == syscall.EINTR {
-		m, e = syscall.Read(int(fd), *bp)
-	}
-	switch {
-	case e == syscall.EAGAIN:
-		keptHeadPool.Put(bp)
-		return false
-	case e != nil:
-		r.err = e
-	case m == 0:
-		r.err = io.EOF
-	default:
-		r.bufp, r.n = bp, m
-		return true
-	}
-	keptHeadPool.Put(bp)
-	return true
 }
 
 // cutByFault reports whether the demo's fault controls cut this connection.
@@ -516,7 +491,7 @@ type ownedConn struct {
 // raw returns a reader of the connection's raw descriptor, for reads that bypass net.Conn
 // (awaitHead), or nil when it has none or bytes handed back wait in pending.
 func (c *ownedConn) raw() *rawReader {
-	if c.rr == nil && !c.noRaw {
+	if c.rr == nil && !c.noRaw && rawReads {
 		if sc, ok := c.Conn.(syscall.Conn); ok {
 			if rc, err := sc.SyscallConn(); err == nil {
 				c.rr = newRawReader(rc)

@@ -5,7 +5,6 @@ import (
 	"math"
 	"runtime"
 	"runtime/metrics"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -36,7 +35,8 @@ import (
 //
 // Load is the process's CPU time (user and system) over wall time, which counts the syscalls
 // goroutines make on a processor as well as Go code. GOMAXPROCS in the environment, or
-// BRIDGE_ADAPTIVE_PROCS=false, fixes the number instead; so does a ceiling of one.
+// BRIDGE_ADAPTIVE_PROCS=false, fixes the number instead; so does a ceiling of one, or a platform
+// without getrusage(2).
 const (
 	procsTick    = 25 * time.Millisecond
 	procsSlow    = time.Second // time constant of the slow load average
@@ -67,7 +67,7 @@ func planProcs(cfg Config, environ []string, log *zap.Logger) *procsAdapter {
 	switch {
 	case runtimeEnv(environ, "GOMAXPROCS") != "":
 		log.Info("processors", zap.String("source", "GOMAXPROCS"), zap.Int("gomaxprocs", n))
-	case !cfg.AdaptiveProcs || n <= 1:
+	case !cfg.AdaptiveProcs || n <= 1 || !cpuTimeKnown:
 		log.Info("processors", zap.String("source", "runtime"), zap.Int("gomaxprocs", n))
 	default:
 		log.Info("processors", zap.String("source", "adaptive"), zap.Int("gomaxprocs_max", n),
@@ -142,15 +142,6 @@ func (a *procsAdapter) apply(n int) {
 	a.set(n)
 	a.log.Debug("processors", zap.Int("gomaxprocs", n), zap.Int("was", a.cur), zap.Float64("load_cores", a.slow))
 	a.cur = n
-}
-
-// processCPU is the CPU time, user and system, the process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // newLateWaits returns a function that counts, from the runtime's histogram of how long runnable
