@@ -25,11 +25,11 @@ import (
 // The fast path is narrow on purpose. It takes a request only when it is exactly
 // "GET /v1/poll?…" with no body or "POST /v1/publish" with a Content-Length body, over HTTP/1.1,
 // head and body together at most keptHeadMax bytes, the head ending in CRLF CRLF, with no Expect
-// or Upgrade, one Host header and header bytes from a conservative set. It parses the head with
-// net/http's own parser (http.ReadRequest) and runs the http.Server's handler on it, so the
-// middleware, authentication, limits and access log are those of every other request. Anything
-// else, malformed input included, goes to net/http with every byte read so far, and net/http
-// answers it (400, 431, 505…) exactly as it would have. The http.Server's ReadHeaderTimeout
+// or Upgrade, one Host header and header bytes from a conservative set. It parses the head itself
+// (parseKept, checked against a real http.Server by FuzzKeptHead) and runs the http.Server's
+// handler on it, so the middleware, authentication, limits and access log are those of every
+// other request. Anything else, malformed input included, goes to net/http with every byte read
+// so far, and net/http answers it (400, 431, 505…) exactly as it would have. The http.Server's ReadHeaderTimeout
 // (from the connection's start, for its first request) and IdleTimeout bound the waits as
 // net/http would.
 
@@ -98,19 +98,11 @@ func (s *Server) serveKept(p *parked, pending []byte, fresh bool) (closeConn boo
 			if !first {
 				until = c.l.timeout(c.l.srv.IdleTimeout)
 			}
-			if rc := c.raw(); rc != nil {
-				bufp, n, ok := s.awaitHead(p, c.l, rc, until, first)
-				if !ok {
-					return true
-				}
-				done, closeConn, pending = s.serveHead(p, c, bufp, n, headBy, !first)
-			} else {
-				var b [1]byte
-				if !s.awaitRequest(p, c.l, b[:], until, first) {
-					return true
-				}
-				done, closeConn, pending = s.serveNextKept(p, c, b[:], headBy, !first)
+			bufp, n, ok := s.awaitRequest(p, c, until, first)
+			if !ok {
+				return true
 			}
+			done, closeConn, pending = s.serveHead(p, c, bufp, n, headBy, !first)
 		} else {
 			done, closeConn, pending = s.serveNextKept(p, c, pending, headBy, !first)
 		}
@@ -169,43 +161,34 @@ func (s *Server) serveHead(p *parked, c *ownedConn, bufp *[]byte, n int, headBy 
 	return true, !p.keep(buf[:n]), nil // keep copies what it hands back
 }
 
-// awaitRequest waits, up to until, for the first byte of the connection's next request and puts
-// it in b. It reports false when the connection is to be closed: the client left or broke it,
-// the time passed, the listener closed, or (unless first, a new connection's first request) the
-// node is draining.
-func (s *Server) awaitRequest(p *parked, l *reuseListener, b []byte, until time.Time, first bool) bool {
+// awaitRequest waits, up to until, for the connection's next request. On true, *bufp, a
+// keptHeadPool buffer the caller gives back, holds its first n bytes. It reports false when the
+// connection is to be closed: the client left or broke it, the time passed, the listener closed,
+// or (unless first, a new connection's first request) the node is draining.
+//
+// A waiting connection holds no buffer. Through its raw descriptor (awaitRaw) each read attempt
+// takes one and gives it back when nothing has arrived, so a request that has arrived is read in
+// one syscall; a connection without one (a pipe) waits with a one-byte read, then the rest follows.
+func (s *Server) awaitRequest(p *parked, c *ownedConn, until time.Time, first bool) (bufp *[]byte, n int, ok bool) {
 	for {
-		n, poked, err := p.await(until, b)
-		switch {
-		case n > 0:
-			return true
-		case err != nil:
-			return false
-		case poked:
-			if l.isClosed() || (!first && s.isDraining()) {
-				return false
+		var poked bool
+		var err error
+		if r := c.raw(); r != nil {
+			bufp, n, poked, err = p.awaitRaw(r, until)
+		} else {
+			var b [1]byte
+			if n, poked, err = p.await(until, b[:]); n > 0 {
+				bufp = keptHeadPool.Get().(*[]byte)
+				(*bufp)[0] = b[0]
 			}
-		case !until.IsZero() && !time.Now().Before(until):
-			return false
 		}
-	}
-}
-
-// awaitHead is awaitRequest reading straight into a keptHeadPool buffer through r, the
-// connection's raw descriptor: each attempt takes a buffer and gives it back when nothing has
-// arrived, so a waiting connection holds none, and the request is read in one syscall where
-// awaitRequest's one byte took two. On true, *bufp holds the first n bytes; the caller gives the
-// buffer back.
-func (s *Server) awaitHead(p *parked, l *reuseListener, r *rawReader, until time.Time, first bool) (bufp *[]byte, n int, ok bool) {
-	for {
-		bufp, n, poked, err := p.awaitRaw(r, until)
 		switch {
 		case n > 0:
 			return bufp, n, true
 		case err != nil:
 			return nil, 0, false
 		case poked:
-			if l.isClosed() || (!first && s.isDraining()) {
+			if c.l.isClosed() || (!first && s.isDraining()) {
 				return nil, 0, false
 			}
 		case !until.IsZero() && !time.Now().Before(until):

@@ -489,7 +489,7 @@ type ownedConn struct {
 }
 
 // raw returns a reader of the connection's raw descriptor, for reads that bypass net.Conn
-// (awaitHead), or nil when it has none or bytes handed back wait in pending.
+// (awaitRequest), or nil when it has none or bytes handed back wait in pending.
 func (c *ownedConn) raw() *rawReader {
 	if c.rr == nil && !c.noRaw && rawReads {
 		if sc, ok := c.Conn.(syscall.Conn); ok {

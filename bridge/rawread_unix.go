@@ -7,7 +7,7 @@ import (
 	"syscall"
 )
 
-// rawReads says kept connections read requests through their raw descriptors (awaitHead).
+// rawReads says kept connections read requests through their raw descriptors (awaitRequest).
 const rawReads = true
 
 // read is one attempt of rc.Read: false when nothing has arrived, so the poller waits for the

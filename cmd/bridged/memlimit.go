@@ -241,7 +241,7 @@ func (c *countedConn) Close() error {
 }
 
 // SyscallConn hands on the raw descriptor, which bridge's kept connections read requests through
-// (awaitHead).
+// (awaitRequest).
 func (c *countedConn) SyscallConn() (syscall.RawConn, error) {
 	if sc, ok := c.Conn.(syscall.Conn); ok {
 		return sc.SyscallConn()

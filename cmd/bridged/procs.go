@@ -72,14 +72,9 @@ func planProcs(cfg Config, environ []string, log *zap.Logger) *procsAdapter {
 	default:
 		log.Info("processors", zap.String("source", "adaptive"), zap.Int("gomaxprocs_max", n),
 			zap.String("rule", "1 while lightly loaded, all as soon as goroutines wait to run (BRIDGE_ADAPTIVE_PROCS)"))
-		return newProcsAdapter(log)
+		return &procsAdapter{max: n, cur: n, set: runtime.GOMAXPROCS, cpu: processCPU, waits: newLateWaits(procsLate), log: log}
 	}
 	return nil
-}
-
-func newProcsAdapter(log *zap.Logger) *procsAdapter {
-	n := runtime.GOMAXPROCS(0)
-	return &procsAdapter{max: n, cur: n, set: runtime.GOMAXPROCS, cpu: processCPU, waits: newLateWaits(procsLate), log: log}
 }
 
 // nextProcs is the decision: how many processors to use, given the current number, the ceiling,
@@ -105,7 +100,8 @@ func (a *procsAdapter) follow(ctx context.Context) {
 	defer t.Stop()
 	a.slow = float64(a.max) // start where the runtime did; the average comes down with the load
 	lastCPU, lastAt := a.cpu(), time.Now()
-	waits := [2]uint64{a.waits(), a.waits()} // this tick's start and the one before's
+	w0 := a.waits()
+	waits := [2]uint64{w0, w0} // the counts at this tick's start and at the one before's
 	for {
 		select {
 		case <-ctx.Done():
