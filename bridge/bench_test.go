@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -359,5 +360,62 @@ func BenchmarkRepollOverConnection(b *testing.B) {
 		for srv.conns.total.Load() != 0 { // the answered poll let go of its slot
 			runtime.Gosched()
 		}
+	}
+}
+
+// BenchmarkDeliveryCycle: the long-poll loop as bridgebench runs it, in one process: a client
+// re-polls on one kept connection, the poll parks, an app publishes one message for it over
+// another, and both answers are read. "publisher" has the publishing goroutine answer the
+// long-poll (answer.go); "owner" wakes the parked connection's goroutine to answer it. ns/op
+// includes both clients and the loopback.
+func BenchmarkDeliveryCycle(b *testing.B) {
+	for _, byPublisher := range []bool{true, false} {
+		name := "owner"
+		if byPublisher {
+			name = "publisher"
+		}
+		b.Run(name, func(b *testing.B) {
+			srv, store := benchServer(b)
+			if !byPublisher {
+				srv.answers = nil
+			}
+			conn, rd := servedConn(b, srv, true)
+			pub, prd := servedConn(b, srv, true)
+			tok := token(b, "u", time.Hour)
+			ids, err := store.Append(context.Background(), []cache.Draft{{Stream: "u", Event: "message", Data: []byte(`"first"`)}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			cursor := ids[0].String()
+			body := `{"user":"u","event":"message","data":{"text":"a message of about one hundred bytes, typical of a chat line"}}`
+			preq := fmt.Sprintf("POST /v1/publish HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", testPublishKey, len(body), body)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := io.WriteString(conn, "GET /v1/poll?wait=10s&cursor="+cursor+"&token="+tok+" HTTP/1.1\r\nHost: bench\r\n\r\n"); err != nil {
+					b.Fatal(err)
+				}
+				for srv.conns.total.Load() == 0 { // parked
+					runtime.Gosched()
+				}
+				if _, err := io.WriteString(pub, preq); err != nil {
+					b.Fatal(err)
+				}
+				readOK(b, rd)
+				res, err := http.ReadResponse(prd, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				var answer struct{ IDs []string }
+				err = json.NewDecoder(res.Body).Decode(&answer)
+				res.Body.Close()
+				if err != nil || len(answer.IDs) != 1 {
+					b.Fatalf("publish answer: %v %v", answer, err)
+				}
+				cursor = answer.IDs[0]
+				for srv.conns.total.Load() != 0 { // the answered poll let go of its slot
+					runtime.Gosched()
+				}
+			}
+		})
 	}
 }

@@ -93,7 +93,12 @@ func (s *Server) serveKept(p *parked, pending []byte, fresh bool) (closeConn boo
 			headBy = c.l.timeout(c.l.srv.ReadHeaderTimeout)
 		}
 		var done bool
-		if len(pending) == 0 {
+		switch {
+		case p.next != nil: // read while a publisher answered a long-poll (answer.go)
+			bufp, n := p.next, p.nextN
+			p.next, p.nextN = nil, 0
+			done, closeConn, pending = s.serveHead(p, c, bufp, n, headBy, !first)
+		case len(pending) == 0:
 			until := headBy
 			if !first {
 				until = c.l.timeout(c.l.srv.IdleTimeout)
@@ -103,7 +108,7 @@ func (s *Server) serveKept(p *parked, pending []byte, fresh bool) (closeConn boo
 				return true
 			}
 			done, closeConn, pending = s.serveHead(p, c, bufp, n, headBy, !first)
-		} else {
+		default:
 			done, closeConn, pending = s.serveNextKept(p, c, pending, headBy, !first)
 		}
 		if done {

@@ -41,6 +41,10 @@ type parked struct {
 	// parked (parkWait).
 	serving bool
 	then    func() (closeConn bool)
+	// The first bytes of the next request, read while a publisher answered a long-poll
+	// (answer.go): n bytes in a keptHeadPool buffer, for serveKept.
+	next  *[]byte
+	nextN int
 }
 
 // inThePast is a deadline that has passed: setting it makes a blocked Read return at once.
@@ -115,19 +119,41 @@ func (p *parked) awaitRaw(r *rawReader, until time.Time) (bufp *[]byte, n int, p
 	}
 }
 
-// rawReader reads a connection's requests through its raw descriptor (awaitRaw).
+// rawReader reads a connection's requests through its raw descriptor (awaitRaw), and writes a
+// long-poll's answer through it without waiting (writeNow).
 type rawReader struct {
 	rc   syscall.RawConn
 	fn   func(fd uintptr) bool // read, bound once: a closure made per read would be an allocation
 	bufp *[]byte               // what read got: n bytes in *bufp, or err
 	n    int
 	err  error
+
+	// Of writeNow, used by one goroutine at a time (the one answering a parked long-poll).
+	putFn func(fd uintptr) // put, bound once
+	out   []byte           // what is left to write
+	werr  error
 }
 
 func newRawReader(rc syscall.RawConn) *rawReader {
 	r := &rawReader{rc: rc}
 	r.fn = r.read
+	r.putFn = r.put
 	return r
+}
+
+// writeNow writes what the socket's buffer takes of b at once and returns the rest, never
+// waiting for the client: a goroutine that answers for others (answer.go) must not be held by
+// one that stopped reading. It goes through Control, not Write, so the write deadline the
+// connection's owner last set (long passed, perhaps) does not refuse it.
+func (r *rawReader) writeNow(b []byte) (rest []byte, err error) {
+	r.out, r.werr = b, nil
+	if err := r.rc.Control(r.putFn); err != nil {
+		r.out = nil
+		return b, err
+	}
+	rest, err = r.out, r.werr
+	r.out, r.werr = nil, nil
+	return rest, err
 }
 
 // cutByFault reports whether the demo's fault controls cut this connection.
@@ -152,6 +178,9 @@ type parkedSet struct {
 		sync.Mutex
 		m map[*parked]struct{}
 	}
+	// Long-poll answers written by a publisher (answer.go): whole, and begun with the rest left
+	// to the owner.
+	answeredByPublisher, answeredInPart atomic.Uint64
 }
 
 func (ps *parkedSet) shard(p *parked) *struct {
@@ -309,11 +338,16 @@ func (rr *rawResponse) writeTo(p *parked, close bool, timeout time.Duration) err
 	b := rr.appendWire((*bufp)[:0], close)
 	err := p.write(b, timeout)
 	putBodyBuf(bufp, b)
+	rr.release()
+	return err
+}
+
+// release gives the body's buffer back to the pool; rr must not be written to after.
+func (rr *rawResponse) release() {
 	if rr.bodyp != nil {
 		putBodyBuf(rr.bodyp, rr.body)
 		rr.body, rr.bodyp = nil, nil
 	}
-	return err
 }
 
 // appendHead appends an HTTP/1.1 status line and header block. A negative contentLength means

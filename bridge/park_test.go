@@ -28,6 +28,12 @@ func (h *harness) serveParkingWith(tweak func(*http.Server)) string {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	return h.serveParkingOn(ln, tweak)
+}
+
+// serveParkingOn is serveParkingWith on ln.
+func (h *harness) serveParkingOn(ln net.Listener, tweak func(*http.Server)) string {
+	h.t.Helper()
 	srv := &http.Server{Handler: h.srv, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10}
 	if tweak != nil {
 		tweak(srv)

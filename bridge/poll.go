@@ -127,8 +127,19 @@ func (s *Server) longPoll(ctx context.Context, user string, c cache.Cursor, dead
 
 // parkLongPoll waits for a long-poll's answer on a parked connection (park.go), writes it, and
 // goes on serving the connection's next requests (parkWait), or closes it when the client asked
-// to (closeAfter) or it did not come through Listener.
+// to (closeAfter) or it did not come through Listener. With an in-memory store, a publisher
+// answers it (answer.go).
 func (s *Server) parkLongPoll(p *parked, pending []byte, logLine func(int, int64), user string, c cache.Cursor, deadline time.Time, sub cache.Subscription, release func(), h http.Header, closeAfter bool) {
+	lp := &parkedPoll{s: s, p: p, user: user, cursor: c, deadline: deadline, sub: sub, release: release,
+		header: h, logLine: logLine, closeAfter: closeAfter}
+	if oc, ok := p.conn.(*ownedConn); ok && s.answers != nil && s.faults == nil && !closeAfter && len(pending) == 0 {
+		lp.rr = oc.raw()
+	}
+	if lp.rr != nil {
+		sub.Notify(lp.notify)
+		s.parkWait(p, pending, lp.wait)
+		return
+	}
 	ctx := context.Background() // the wait outlives the request; the waiter sees the client leave
 	stopCut := func() {}
 	if s.faults != nil {
@@ -138,25 +149,9 @@ func (s *Server) parkLongPoll(p *parked, pending []byte, logLine func(int, int64
 	sub.Notify(p.poke)
 	s.parkWait(p, pending, func() (closeConn bool) {
 		a := s.longPoll(ctx, user, c, deadline, parkedWaiter{p})
-		sub.Close()
-		release()
 		stopCut()
 		p.cut = nil
-		if a.gone && !errors.Is(a.err, errDemoCut) {
-			logLine(499, 0) // nginx's "client closed request"
-			return true
-		}
-		rr := &rawResponse{header: h}
-		if a.err != nil {
-			s.writeError(rr, "/v1/poll", a.err)
-		} else {
-			s.writeBatch(rr, "longpoll", a.batch)
-		}
-		closing := closeAfter || s.isDraining() // a drained node says so, then closes
-		size := len(rr.body)
-		err := rr.writeTo(p, closing, s.opts.WriteTimeout)
-		logLine(rr.status, int64(size))
-		return err != nil || closing
+		return lp.finish(a)
 	})
 }
 

@@ -43,7 +43,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) (err error) {
 	if drafts, err = s.decodePublish(w, r); err != nil {
 		return err
 	}
-	ids, err := s.store.Append(r.Context(), drafts)
+	ids, err := s.appendAndAnswer(r.Context(), drafts)
 	if err != nil {
 		return fmt.Errorf("append %d messages: %w", len(drafts), err)
 	}

@@ -7,3 +7,5 @@ package bridge
 const rawReads = false
 
 func (r *rawReader) read(uintptr) bool { panic("bridge: raw reads on a platform without them") }
+
+func (r *rawReader) put(uintptr) { panic("bridge: raw writes on a platform without them") }

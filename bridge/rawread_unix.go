@@ -33,3 +33,20 @@ func (r *rawReader) read(fd uintptr) bool {
 	keptHeadPool.Put(bp)
 	return true
 }
+
+// put writes what the socket takes of r.out at once and leaves the rest in r.out (writeNow).
+func (r *rawReader) put(fd uintptr) {
+	for len(r.out) > 0 {
+		m, e := syscall.Write(int(fd), r.out)
+		switch {
+		case e == syscall.EINTR:
+			continue
+		case e == syscall.EAGAIN:
+			return
+		case e != nil:
+			r.werr = e
+			return
+		}
+		r.out = r.out[m:]
+	}
+}

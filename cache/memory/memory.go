@@ -68,8 +68,9 @@ type Store struct {
 }
 
 var (
-	_ cache.Store   = (*Store)(nil)
-	_ cache.Statser = (*Store)(nil)
+	_ cache.Store    = (*Store)(nil)
+	_ cache.Statser  = (*Store)(nil)
+	_ cache.InMemory = (*Store)(nil)
 )
 
 type shard struct {
@@ -679,6 +680,9 @@ func (s *Store) Scan(ctx context.Context, name string, fn func(stream string, m 
 
 // Ping implements cache.Store: the memory engine is available until it is closed.
 func (s *Store) Ping(ctx context.Context) error { return s.check(ctx) }
+
+// InMemory implements cache.InMemory: reads are served from the shards, under their locks.
+func (*Store) InMemory() {}
 
 // Stats implements cache.Statser.
 func (s *Store) Stats() cache.Stats {

@@ -1,0 +1,319 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bridged/bridged/cache"
+)
+
+// Long-polls answered by the publisher.
+//
+// A parked long-poll (poll.go) waits in its owning goroutine's read. Woken by a poke, that
+// goroutine would run only to read the stream, write the answer and go back to reading the
+// connection for the client's next request: two goroutine switches, two deadline changes and a
+// read that finds nothing, for every message delivered. With a store whose reads are in memory
+// (cache.InMemory), the goroutine whose publish woke the long-poll answers it instead, once its
+// Append has returned, and the owner sleeps on until the client's next request arrives, which it
+// would have waited for anyway. The publish's own answer comes after, so the long-poll's wake-up
+// costs what a function call costs.
+//
+// The Notify function runs under the store's lock and must not read the store, so it only
+// offers the long-poll to pollAnswers; the publisher takes what was offered once Append returns
+// (answerOffered). An offer is taken only while some publish is between begin and the end of
+// answerOffered, so one of them is sure to take it; any other wake-up (the demo's publisher, a
+// store closing) pokes the owner as before.
+//
+// Exactly one side answers: the publisher claims the long-poll from pollQueued, the owner from
+// pollWaiting (it cannot while an offer is out), each with a compare-and-swap. The publisher
+// never waits for the client: it writes what the socket takes (writeNow) and leaves the rest, if
+// any, to the owner, whom it then pokes.
+
+// The states of a parkedPoll.
+const (
+	pollWaiting    int32 = iota // parked; the owner may end it (answer, timeout, drain, client gone)
+	pollQueued                  // offered to a publisher, which will answer or give it back
+	pollAnswering               // a publisher is answering
+	pollAnswered                // a publisher wrote the whole answer: the owner reads the next request
+	pollUnfinished              // a publisher wrote part of the answer: the owner writes rest
+	pollBroken                  // a publisher's write failed: the owner closes the connection
+	pollOwned                   // the owner is answering
+)
+
+// parkedPoll is a long-poll parked on a kept connection, answerable by a publisher.
+type parkedPoll struct {
+	s        *Server
+	p        *parked
+	rr       *rawReader // the connection's raw descriptor
+	user     string
+	cursor   cache.Cursor
+	deadline time.Time
+	sub      cache.Subscription
+	release  func()
+	header   http.Header
+	logLine  func(status int, bytes int64)
+	// closeAfter: the connection closes after the answer (the client asked, or it did not come
+	// through Listener); such a long-poll is never offered to publishers.
+	closeAfter bool
+
+	state atomic.Int32
+	next  *parkedPoll // in pollAnswers' list, under its lock
+
+	// Set by the publisher before pollUnfinished: the part of the answer it could not write.
+	rest  []byte
+	restp *[]byte // rest's pooled buffer
+}
+
+// pollAnswers collects the long-polls offered to publishers.
+type pollAnswers struct {
+	mu        sync.Mutex
+	appending int         // publishes between begin and the end of answerOffered
+	offered   *parkedPoll // a list through next
+}
+
+// begin says a publish is about to Append; it must call answerOffered after.
+func (a *pollAnswers) begin() {
+	a.mu.Lock()
+	a.appending++
+	a.mu.Unlock()
+}
+
+// offer queues lp for the publishers to answer, if one is appending. It reports false when it
+// did not (nobody would take it, or lp is not waiting): the caller pokes lp's owner instead.
+func (a *pollAnswers) offer(lp *parkedPoll) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case lp.state.Load() == pollQueued:
+		return true // offered already, and not yet read: the publisher will see this message too
+	case a.appending == 0 || !lp.state.CompareAndSwap(pollWaiting, pollQueued):
+		return false
+	}
+	lp.next = a.offered
+	a.offered = lp
+	return true
+}
+
+// take returns the long-polls offered so far, or nil when there are none, and then counts the
+// caller's publish done: a publish ends only on finding the list empty.
+func (a *pollAnswers) take() *parkedPoll {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	lp := a.offered
+	a.offered = nil
+	if lp == nil {
+		a.appending--
+	}
+	return lp
+}
+
+// appendAndAnswer is Store.Append for a publish: with an in-memory store, the long-polls it wakes
+// are answered here, before the publish is.
+func (s *Server) appendAndAnswer(ctx context.Context, drafts []cache.Draft) ([]cache.Cursor, error) {
+	if s.answers == nil {
+		return s.store.Append(ctx, drafts)
+	}
+	s.answers.begin()
+	ids, err := s.store.Append(ctx, drafts)
+	for {
+		lp := s.answers.take()
+		if lp == nil {
+			return ids, err
+		}
+		for lp != nil {
+			next := lp.next
+			lp.next = nil
+			lp.answer()
+			lp = next
+		}
+	}
+}
+
+// notify is lp's Subscription.Notify function. It runs in the appending goroutine under the
+// store's lock, so it only offers lp or pokes its owner.
+func (lp *parkedPoll) notify() {
+	if !lp.s.answers.offer(lp) {
+		lp.p.poke()
+	}
+}
+
+// answer is a publisher's part: it reads lp's stream and writes the answer, or gives lp back to
+// its owner when there is nothing to send or the node drains.
+func (lp *parkedPoll) answer() {
+	if !lp.state.CompareAndSwap(pollQueued, pollAnswering) {
+		return
+	}
+	s := lp.s
+	if s.isDraining() {
+		lp.state.Store(pollWaiting)
+		lp.p.poke() // the owner answers the drain
+		return
+	}
+	b, err := s.store.ReadAfter(context.Background(), lp.user, lp.cursor, pollLimit+1)
+	if err != nil || (len(b.Messages) == 0 && !b.Reset) {
+		lp.state.Store(pollWaiting)
+		if err != nil {
+			lp.p.poke() // the owner reads again, and answers the error if it persists
+		}
+		return
+	}
+	s.metrics.longPollOutcomes.WithLabelValues(batchOutcome(b)).Inc()
+	lp.done()
+	rr := &rawResponse{header: lp.header}
+	s.writeBatch(rr, "longpoll", b)
+	size := len(rr.body)
+	bufp := bodyBufs.Get().(*[]byte)
+	wire := rr.appendWire((*bufp)[:0], false)
+	rr.release()
+	rest, err := lp.rr.writeNow(wire)
+	lp.logLine(rr.status, int64(size))
+	switch {
+	case err != nil:
+		putBodyBuf(bufp, wire)
+		lp.state.Store(pollBroken)
+		lp.p.poke()
+	case len(rest) > 0:
+		s.parked.answeredInPart.Add(1)
+		lp.rest, lp.restp = rest, bufp
+		lp.state.Store(pollUnfinished)
+		lp.p.poke()
+	default:
+		s.parked.answeredByPublisher.Add(1)
+		putBodyBuf(bufp, wire)
+		lp.state.Store(pollAnswered)
+	}
+}
+
+// done releases what the long-poll held: its subscription and its connection slot. It comes
+// before the answer goes out, so the client's next poll finds the slot free.
+func (lp *parkedPoll) done() {
+	lp.sub.Close()
+	lp.release()
+}
+
+// batchOutcome names a long-poll answer that carries b, for the outcomes metric.
+func batchOutcome(b cache.Batch) string {
+	if b.Reset {
+		return "reset"
+	}
+	return "message"
+}
+
+// wait is the owner's part, run by the connection's goroutine as the long-poll's wait
+// (parkWait): it waits for the client's next request while a publisher may answer, and answers
+// itself when the long-poll ends otherwise. It reports whether to close the connection; when it
+// returns false, the next request's first bytes may wait in p.next.
+func (lp *parkedPoll) wait() (closeConn bool) {
+	s, p := lp.s, lp.p
+	for {
+		switch lp.state.Load() {
+		case pollQueued, pollAnswering:
+			lp.settle()
+			continue
+		case pollAnswered:
+			return false
+		case pollUnfinished:
+			err := p.write(lp.rest, s.opts.WriteTimeout)
+			putBodyBuf(lp.restp, lp.rest)
+			lp.rest, lp.restp = nil, nil
+			return err != nil
+		case pollBroken:
+			if p.next != nil {
+				keptHeadPool.Put(p.next)
+				p.next = nil
+			}
+			return true
+		}
+		b, err := s.store.ReadAfter(context.Background(), lp.user, lp.cursor, pollLimit+1)
+		outcome := ""
+		switch {
+		case err != nil:
+			err = fmt.Errorf("read stream: %w", err)
+		case len(b.Messages) > 0 || b.Reset:
+			outcome = batchOutcome(b)
+		case s.isDraining():
+			outcome = "shutdown"
+		case !time.Now().Before(lp.deadline):
+			outcome = "timeout"
+		}
+		if err != nil || outcome != "" {
+			if !lp.state.CompareAndSwap(pollWaiting, pollOwned) {
+				continue // a publisher got there first
+			}
+			if outcome != "" {
+				s.metrics.longPollOutcomes.WithLabelValues(outcome).Inc()
+			}
+			return lp.finish(longPollEnd{batch: b, err: err})
+		}
+		bufp, n, _, err := p.awaitRaw(lp.rr, lp.deadline)
+		switch {
+		case n > 0:
+			if lp.state.CompareAndSwap(pollWaiting, pollOwned) {
+				keptHeadPool.Put(bufp)
+				return lp.finish(lp.gone(errClientSpoke))
+			}
+			p.next, p.nextN = bufp, n // the next request, read after the publisher's answer
+		case err != nil:
+			if lp.state.CompareAndSwap(pollWaiting, pollOwned) {
+				return lp.finish(lp.gone(err))
+			}
+			lp.settle()
+			if lp.state.Load() == pollUnfinished {
+				putBodyBuf(lp.restp, lp.rest)
+				lp.rest, lp.restp = nil, nil
+			}
+			return true
+		}
+		// Poked, or the deadline passed: look again.
+	}
+}
+
+// gone is the end of a long-poll whose client left or broke the protocol, counted.
+func (lp *parkedPoll) gone(err error) longPollEnd {
+	lp.s.metrics.longPollOutcomes.WithLabelValues("client_gone").Inc()
+	return longPollEnd{err: err, gone: true}
+}
+
+// settle waits while a publisher holds lp (pollQueued, pollAnswering). Answering takes
+// microseconds, and the owner gets here only when it woke during one (the client's next request
+// came right behind the answer, or a drain's poke), so it yields rather than sleeps, at first.
+func (lp *parkedPoll) settle() {
+	for i := 0; ; i++ {
+		if st := lp.state.Load(); st != pollQueued && st != pollAnswering {
+			return
+		}
+		if i < 100 {
+			runtime.Gosched()
+		} else {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+}
+
+// finish is the owner's answer: it releases what the long-poll held and writes a, or only logs
+// when the client is gone. It reports whether to close the connection.
+func (lp *parkedPoll) finish(a longPollEnd) (closeConn bool) {
+	s := lp.s
+	lp.done()
+	if a.gone && !errors.Is(a.err, errDemoCut) {
+		lp.logLine(499, 0) // nginx's "client closed request"
+		return true
+	}
+	rr := &rawResponse{header: lp.header}
+	if a.err != nil {
+		s.writeError(rr, "/v1/poll", a.err)
+	} else {
+		s.writeBatch(rr, "longpoll", a.batch)
+	}
+	closing := lp.closeAfter || s.isDraining() // a drained node says so, then closes
+	size := len(rr.body)
+	err := rr.writeTo(lp.p, closing, s.opts.WriteTimeout)
+	lp.logLine(rr.status, int64(size))
+	return err != nil || closing
+}
