@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -82,6 +84,43 @@ func TestAdaptiveProcessors(t *testing.T) {
 					t.Fatalf("GOMAXPROCS %d, want %d fixed", got, want)
 				}
 				time.Sleep(100 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// TestGoroutineStacksAreKept checks that the binary re-executes itself so the collector does not
+// shrink goroutine stacks (stacks.go in cmd/bridged), and that GODEBUG=gcshrinkstackoff=0 is left
+// as the operator set it.
+func TestGoroutineStacksAreKept(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name, godebug, want string
+		shrunk              bool
+	}{
+		{"by default", "", "GODEBUG=gcshrinkstackoff=1", false},
+		{"other settings kept", "madvdontneed=1", "GODEBUG=madvdontneed=1,gcshrinkstackoff=1", false},
+		{"the operator's choice stands", "gcshrinkstackoff=0", "GODEBUG=gcshrinkstackoff=0", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			d := startDaemon(t, map[string]string{"GODEBUG": c.godebug})
+			environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", d.cmd.Process.Pid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var godebug []string
+			for _, kv := range strings.Split(string(environ), "\x00") {
+				if strings.HasPrefix(kv, "GODEBUG=") {
+					godebug = append(godebug, kv)
+				}
+			}
+			if len(godebug) != 1 || godebug[0] != c.want {
+				t.Fatalf("the running process has %q, want %q", godebug, c.want)
+			}
+			line := fmt.Sprintf(`"msg":"goroutine stacks","shrunk_by_collector":%v`, c.shrunk)
+			if !strings.Contains(d.log.String(), line) {
+				t.Fatalf("no %s in the log:\n%s", line, d.log.Tail(20))
 			}
 		})
 	}

@@ -34,6 +34,9 @@ func main() {
 			os.Exit(2)
 		}
 	}
+	if env := keepStacksEnv(os.Environ()); env != nil {
+		reexec(env) // returns only if it failed
+	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)

@@ -72,6 +72,7 @@ func run(ctx context.Context, environ []string, logOut io.Writer) error {
 	memLimit := newMemoryLimiter(plan, conns)
 	memLimit.start(log)
 	procs := planProcs(cfg, environ, log)
+	logStacks(environ, log)
 
 	store, err := openStore(ctx, cfg, log)
 	if err != nil {
