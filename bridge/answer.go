@@ -259,6 +259,11 @@ func (lp *parkedPoll) wait() (closeConn bool) {
 				return lp.finish(lp.gone(errClientSpoke))
 			}
 			p.next, p.nextN = bufp, n // the next request, read after the publisher's answer
+			// Most likely a re-poll, whose parking can wait: publishes that became ready to run
+			// meanwhile deliver messages, so they go first. With nothing else to run, the yield
+			// costs a few hundred nanoseconds. In a burst of 5,000 wake-ups it took a third of
+			// the wake-ups later than 5 ms off (docs/benchmarks.md).
+			runtime.Gosched()
 		case err != nil:
 			if lp.state.CompareAndSwap(pollWaiting, pollOwned) {
 				return lp.finish(lp.gone(err))
