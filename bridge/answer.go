@@ -149,6 +149,15 @@ func (lp *parkedPoll) answer() {
 	if !lp.state.CompareAndSwap(pollQueued, pollAnswering) {
 		return
 	}
+	defer func() {
+		// A panic here (a bug) must not leave the owner waiting on pollAnswering for ever: it
+		// closes the connection, and the publish's handler reports the panic.
+		if v := recover(); v != nil {
+			lp.state.CompareAndSwap(pollAnswering, pollBroken)
+			lp.p.poke()
+			panic(v)
+		}
+	}()
 	s := lp.s
 	if s.isDraining() {
 		lp.state.Store(pollWaiting)
