@@ -41,7 +41,7 @@ const (
 	pollQueued                  // offered to a publisher, which will answer or give it back
 	pollAnswering               // a publisher is answering
 	pollAnswered                // a publisher wrote the whole answer: the owner reads the next request
-	pollUnfinished              // a publisher wrote part of the answer: the owner writes rest
+	pollUnfinished              // a publisher wrote part of the answer: the owner writes the rest
 	pollBroken                  // a publisher's write failed: the owner closes the connection
 	pollOwned                   // the owner is answering
 )
@@ -65,9 +65,11 @@ type parkedPoll struct {
 	state atomic.Int32
 	next  *parkedPoll // in pollAnswers' list, under its lock
 
-	// Set by the publisher before pollUnfinished: the part of the answer it could not write.
-	rest  []byte
-	restp *[]byte // rest's pooled buffer
+	// Set by the publisher before pollUnfinished: the whole answer, of which it wrote sent bytes,
+	// and the pool entry of its buffer.
+	wire  []byte
+	sent  int
+	wirep *[]byte
 }
 
 // pollAnswers collects the long-polls offered to publishers.
@@ -189,7 +191,7 @@ func (lp *parkedPoll) answer() {
 		lp.p.poke()
 	case len(rest) > 0:
 		s.parked.answeredInPart.Add(1)
-		lp.rest, lp.restp = rest, bufp
+		lp.wire, lp.sent, lp.wirep = wire, len(wire)-len(rest), bufp
 		lp.state.Store(pollUnfinished)
 		lp.p.poke()
 	default:
@@ -197,6 +199,12 @@ func (lp *parkedPoll) answer() {
 		putBodyBuf(bufp, wire)
 		lp.state.Store(pollAnswered)
 	}
+}
+
+// dropWire gives the buffer of an answer the publisher left unfinished back to the pool.
+func (lp *parkedPoll) dropWire() {
+	putBodyBuf(lp.wirep, lp.wire)
+	lp.wire, lp.sent, lp.wirep = nil, 0, nil
 }
 
 // done releases what the long-poll held: its subscription and its connection slot. It comes
@@ -228,9 +236,8 @@ func (lp *parkedPoll) wait() (closeConn bool) {
 		case pollAnswered:
 			return false
 		case pollUnfinished:
-			err := p.write(lp.rest, s.opts.WriteTimeout)
-			putBodyBuf(lp.restp, lp.rest)
-			lp.rest, lp.restp = nil, nil
+			err := p.write(lp.wire[lp.sent:], s.opts.WriteTimeout)
+			lp.dropWire()
 			return err != nil
 		case pollBroken:
 			if p.next != nil {
@@ -279,8 +286,7 @@ func (lp *parkedPoll) wait() (closeConn bool) {
 			}
 			lp.settle()
 			if lp.state.Load() == pollUnfinished {
-				putBodyBuf(lp.restp, lp.rest)
-				lp.rest, lp.restp = nil, nil
+				lp.dropWire()
 			}
 			return true
 		}
