@@ -269,3 +269,53 @@ func readResponse(rd *bufio.Reader) (string, error) {
 	}
 	return string(b), nil
 }
+
+// A publisher that panics while answering (a bug) leaves the long-poll broken and its owner
+// poked, so the owner closes the connection instead of waiting for the answer for ever.
+func TestPublisherPanicLeavesTheLongPollBroken(t *testing.T) {
+	h := newHarness(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	conn, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rc, err := conn.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := h.store.Subscribe(t.Context(), "u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.publish(`{"user":"u","data":1}`)
+	lp := &parkedPoll{s: h.srv, p: &parked{conn: conn}, rr: newRawReader(rc), user: "u", sub: sub,
+		release: func() {}, header: nil /* writeJSON's Header().Set panics on it */, logLine: func(int, int64) {}}
+	lp.state.Store(pollQueued)
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("answer did not panic on a nil header map; the test needs another fault")
+			}
+		}()
+		lp.answer()
+	}()
+	if st := lp.state.Load(); st != pollBroken {
+		t.Fatalf("state %d after the panic, want pollBroken (%d)", st, pollBroken)
+	}
+	if !lp.p.woken.Load() {
+		t.Fatal("the owner was not poked")
+	}
+	if !lp.wait() {
+		t.Fatal("the owner would keep a broken connection")
+	}
+}
