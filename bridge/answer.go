@@ -174,7 +174,7 @@ func (lp *parkedPoll) answer() {
 		}
 		return
 	}
-	s.metrics.longPollOutcomes.WithLabelValues(batchOutcome(b)).Inc()
+	s.metrics.longPollOutcomes.WithLabelValues(s.longPollOver(b, lp.deadline)).Inc()
 	lp.done()
 	rr := &rawResponse{header: lp.header}
 	s.writeBatch(rr, "longpoll", b)
@@ -214,14 +214,6 @@ func (lp *parkedPoll) done() {
 	lp.release()
 }
 
-// batchOutcome names a long-poll answer that carries b, for the outcomes metric.
-func batchOutcome(b cache.Batch) string {
-	if b.Reset {
-		return "reset"
-	}
-	return "message"
-}
-
 // wait is the owner's part, run by the connection's goroutine as the long-poll's wait
 // (parkWait): it waits for the client's next request while a publisher may answer, and answers
 // itself when the long-poll ends otherwise. It reports whether to close the connection; when it
@@ -248,15 +240,10 @@ func (lp *parkedPoll) wait() (closeConn bool) {
 		}
 		b, err := s.store.ReadAfter(context.Background(), lp.user, lp.cursor, pollLimit+1)
 		outcome := ""
-		switch {
-		case err != nil:
+		if err != nil {
 			err = fmt.Errorf("read stream: %w", err)
-		case len(b.Messages) > 0 || b.Reset:
-			outcome = batchOutcome(b)
-		case s.isDraining():
-			outcome = "shutdown"
-		case !time.Now().Before(lp.deadline):
-			outcome = "timeout"
+		} else {
+			outcome = s.longPollOver(b, lp.deadline)
 		}
 		if err != nil || outcome != "" {
 			if !lp.state.CompareAndSwap(pollWaiting, pollOwned) {

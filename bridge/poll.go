@@ -102,27 +102,31 @@ func (s *Server) longPoll(ctx context.Context, user string, c cache.Cursor, dead
 		if err != nil {
 			return longPollEnd{err: fmt.Errorf("read stream: %w", err)}
 		}
-		if len(b.Messages) > 0 || b.Reset {
-			outcome := "message"
-			if b.Reset {
-				outcome = "reset"
-			}
+		if outcome := s.longPollOver(b, deadline); outcome != "" {
 			s.metrics.longPollOutcomes.WithLabelValues(outcome).Inc()
 			return longPollEnd{batch: b}
 		}
-		_, err = w.wait(deadline)
-		switch {
-		case err != nil:
+		if _, err = w.wait(deadline); err != nil {
 			s.metrics.longPollOutcomes.WithLabelValues("client_gone").Inc()
 			return longPollEnd{err: err, gone: true}
-		case s.isDraining():
-			s.metrics.longPollOutcomes.WithLabelValues("shutdown").Inc()
-			return longPollEnd{batch: b}
-		case !time.Now().Before(deadline):
-			s.metrics.longPollOutcomes.WithLabelValues("timeout").Inc()
-			return longPollEnd{batch: b}
 		}
 	}
+}
+
+// longPollOver names how a long-poll that has just read b ends (its outcome for the metric):
+// with messages, a reset, the node draining or its deadline passed; "" while it waits on.
+func (s *Server) longPollOver(b cache.Batch, deadline time.Time) string {
+	switch {
+	case b.Reset:
+		return "reset"
+	case len(b.Messages) > 0:
+		return "message"
+	case s.isDraining():
+		return "shutdown"
+	case !time.Now().Before(deadline):
+		return "timeout"
+	}
+	return ""
 }
 
 // parkLongPoll waits for a long-poll's answer on a parked connection (park.go), writes it, and
