@@ -29,9 +29,9 @@ import (
 // (parseKept, checked against a real http.Server by FuzzKeptHead) and runs the http.Server's
 // handler on it, so the middleware, authentication, limits and access log are those of every
 // other request. Anything else, malformed input included, goes to net/http with every byte read
-// so far, and net/http answers it (400, 431, 505…) exactly as it would have. The http.Server's ReadHeaderTimeout
-// (from the connection's start, for its first request) and IdleTimeout bound the waits as
-// net/http would.
+// so far, and net/http answers it (400, 431, 505…) exactly as it would have. The http.Server's
+// ReadHeaderTimeout (from the connection's start, for its first request) and IdleTimeout bound
+// the waits as net/http would.
 
 // keptHeadMax is the largest request, head and body, the fast path reads; a poll's head is a few
 // hundred bytes, a publish of one message rarely 1 KiB. Larger ones go to net/http, whose
