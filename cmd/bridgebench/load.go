@@ -147,6 +147,7 @@ type pubPlan struct {
 	rate  float64
 	conns int
 	pick  func(i int64) int
+	acked func(user int, at int64) // if set, told when each message's publish was answered (Unix ns)
 }
 
 // publish runs plan against the target and records every message in the ledger (Next before
@@ -209,6 +210,9 @@ func publish(ctx context.Context, addr string, proto protocol, l *Ledger, plan p
 					c = nil
 					continue
 				case proto.publishOK(h.status):
+					if plan.acked != nil {
+						plan.acked(u, time.Now().UnixNano())
+					}
 					l.Ack(u, seq)
 					st.ok.Add(1)
 					pr.sent.Add(1)

@@ -131,7 +131,7 @@ func run(ctx context.Context, args []string) error {
 	timeout := fs.Duration("timeout", 60*time.Minute, "upper bound on the whole run")
 	selfProfile := fs.String("self-cpuprofile", "", "write bridgebench's own CPU profile here (to check the tool's overhead)")
 	fs.StringVar(&cfg.profileDir, "profile", "", "build bridged with net/http/pprof (go build -overlay; the repository is unchanged) and save heap, goroutine and CPU profiles here")
-	fs.StringVar(&cfg.wakeLogDir, "wake-log", "", "write each long-poll run's wake-up latencies here, one CSV per run (publish time and latency in ns, one line per message)")
+	fs.StringVar(&cfg.wakeLogDir, "wake-log", "", "write each long-poll run's wake-up latencies here, one CSV per run (publish time, latency, and when the publish itself was answered, in ns; one line per message)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

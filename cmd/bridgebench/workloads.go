@@ -233,18 +233,61 @@ func runSSE(ctx context.Context, cfg *config, p *proc, pr *progress) (*result, e
 // stall (a few windows slow) from a slow spread (every window slow).
 const wakeWindow = 20 * time.Millisecond
 
-// wakeSeries keeps each wake-up's publish time and latency. It is safe for concurrent use.
+// wakeSeries keeps each wake-up's publish time and latency, and when the publish that sent it
+// was answered: a wake-up whose publish was answered quickly and which still arrived late was
+// held up on its way to the client, not in the server's queue. It is safe for concurrent use.
 type wakeSeries struct {
-	mu  sync.Mutex
-	at  []int64 // publish time, Unix ns (the payload's timestamp)
-	lat []time.Duration
+	mu    sync.Mutex
+	at    []int64 // publish time, Unix ns (the payload's timestamp)
+	lat   []time.Duration
+	user  []int
+	acked []atomic.Int64 // by user: when the wake-up's publish was answered, Unix ns
 }
 
-func (w *wakeSeries) add(at int64, d time.Duration) {
+func (w *wakeSeries) add(at int64, d time.Duration, user int) {
 	w.mu.Lock()
 	w.at = append(w.at, at)
 	w.lat = append(w.lat, d)
+	w.user = append(w.user, user)
 	w.mu.Unlock()
+}
+
+// published records that user's wake-up publish was answered at (Unix ns).
+func (w *wakeSeries) published(user int, at int64) {
+	if user >= 0 && user < len(w.acked) {
+		w.acked[user].Store(at)
+	}
+}
+
+// publishAnswered returns how long after its publish time wake-up i's publish was answered, or
+// -1 when that is not known.
+func (w *wakeSeries) publishAnswered(i int) time.Duration {
+	u := w.user[i]
+	if u < 0 || u >= len(w.acked) {
+		return -1
+	}
+	a := w.acked[u].Load()
+	if a == 0 {
+		return -1
+	}
+	return time.Duration(a - w.at[i])
+}
+
+// lateSplit counts the wake-ups later than limit, and those of them whose publish was answered
+// later than limit too (held in the server, or before it reached the server).
+func (w *wakeSeries) lateSplit(limit time.Duration) (late, publishLate int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i, d := range w.lat {
+		if d <= limit {
+			continue
+		}
+		late++
+		if w.publishAnswered(i) > limit {
+			publishLate++
+		}
+	}
+	return late, publishLate
 }
 
 // worstWindow groups the wake-ups by width of publish time from the first and returns the
@@ -277,7 +320,8 @@ func (w *wakeSeries) worstWindow(width time.Duration) (offset time.Duration, n i
 	return offset, n, worst, median(medians), true
 }
 
-// writeCSV writes one line per wake-up, in publish order: publish time (Unix ns) and latency (ns).
+// writeCSV writes one line per wake-up, in publish order: publish time (Unix ns), latency (ns)
+// and how long after the publish time the publish itself was answered (ns; -1 unknown).
 func (w *wakeSeries) writeCSV(path string) error {
 	w.mu.Lock()
 	order := make([]int, len(w.at))
@@ -286,11 +330,13 @@ func (w *wakeSeries) writeCSV(path string) error {
 	}
 	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(w.at[a], w.at[b]) })
 	var b []byte
-	b = append(b, "publish_unix_ns,latency_ns\n"...)
+	b = append(b, "publish_unix_ns,latency_ns,publish_answered_ns\n"...)
 	for _, i := range order {
 		b = strconv.AppendInt(b, w.at[i], 10)
 		b = append(b, ',')
 		b = strconv.AppendInt(b, int64(w.lat[i]), 10)
+		b = append(b, ',')
+		b = strconv.AppendInt(b, int64(w.publishAnswered(i)), 10)
 		b = append(b, '\n')
 	}
 	w.mu.Unlock()
@@ -313,6 +359,7 @@ type lpFleet struct {
 
 func startLongPoll(ctx context.Context, cfg *config, p *proc, n int, l *Ledger, pr *progress) *lpFleet {
 	f := &lpFleet{}
+	f.wakeSeries.acked = make([]atomic.Int64, n)
 	ctx, f.cancel = context.WithCancel(ctx)
 	g := make(gate, cfg.dialConcurrency)
 	for u := range n {
@@ -376,7 +423,7 @@ func (f *lpFleet) client(ctx context.Context, g gate, p *proc, u int, l *Ledger,
 					d := time.Duration(now - m.TS)
 					if m.Seq == 0 {
 						f.wake.Record(d)
-						f.wakeSeries.add(m.TS, d)
+						f.wakeSeries.add(m.TS, d, m.User)
 					} else {
 						f.loop.Record(d)
 					}
@@ -445,7 +492,7 @@ func runLongPoll(ctx context.Context, cfg *config, p *proc, pr *progress) (*resu
 	var wst pubStats
 	wake0 := time.Now()
 	publish(ctx, p.addr, p.proto, l, pubPlan{count: int64(n), conns: cfg.publishers,
-		pick: func(i int64) int { return int(i) }}, &wst, pr)
+		pick: func(i int64) int { return int(i) }, acked: f.wakeSeries.published}, &wst, pr)
 	wakePublished := time.Since(wake0)
 	if !waitFor(ctx, cfg.connectWithin, allComplete(l, n)) {
 		t := l.Tally()
@@ -456,6 +503,9 @@ func runLongPoll(ctx context.Context, cfg *config, p *proc, pr *progress) (*resu
 	if off, n, worst, typical, ok := f.wakeSeries.worstWindow(wakeWindow); ok {
 		res.note("longpoll: wake-up by %s of publish time: the windows' median latency is %.1f ms; the worst window, at +%.0f ms, had %d wake-ups and a median of %.1f ms",
 			wakeWindow, typical.Seconds()*1e3, off.Seconds()*1e3, n, worst.Seconds()*1e3)
+	}
+	if late, publishLate := f.wakeSeries.lateSplit(5 * time.Millisecond); late > 0 {
+		res.note("longpoll: %d wake-ups took longer than 5 ms; the publish of %d of them was answered later than 5 ms too", late, publishLate)
 	}
 	if p.wakeLog != "" {
 		if err := f.wakeSeries.writeCSV(p.wakeLog); err != nil {
