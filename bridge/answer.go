@@ -25,26 +25,48 @@ import (
 // costs what a function call costs.
 //
 // The Notify function runs under the store's lock and must not read the store, so it only
-// offers the long-poll to pollAnswers; the publisher takes what was offered once Append returns
-// (answerOffered). An offer is taken only while some publish is between begin and the end of
-// answerOffered, so one of them is sure to take it; any other wake-up (the demo's publisher, a
+// offers the long-poll to answerOffers; the publisher takes what was offered once Append returns
+// (appendAndAnswer). An offer is taken only while some publish is between begin and the end of
+// appendAndAnswer, so one of them is sure to take it; any other wake-up (the demo's publisher, a
 // store closing) pokes the owner as before.
 //
-// Exactly one side answers: the publisher claims the long-poll from pollQueued, the owner from
-// pollWaiting (it cannot while an offer is out), each with a compare-and-swap. The publisher
+// Exactly one side answers: the publisher claims the long-poll from offerQueued, the owner from
+// offerWaiting (it cannot while an offer is out), each with a compare-and-swap. The publisher
 // never waits for the client: it writes what the socket takes (writeNow) and leaves the rest, if
 // any, to the owner, whom it then pokes.
+//
+// SSE streams on parked connections are written to by publishers the same way (parkedStream,
+// stream.go).
 
-// The states of a parkedPoll.
+// The states every offer shares (an offer's state field), and those of a parkedPoll.
 const (
-	pollWaiting    int32 = iota // parked; the owner may end it (answer, timeout, drain, client gone)
-	pollQueued                  // offered to a publisher, which will answer or give it back
-	pollAnswering               // a publisher is answering
-	pollAnswered                // a publisher wrote the whole answer: the owner reads the next request
-	pollUnfinished              // a publisher wrote part of the answer: the owner writes the rest
-	pollBroken                  // a publisher's write failed: the owner closes the connection
-	pollOwned                   // the owner is answering
+	offerWaiting   int32 = iota // the owner waits; a Notify may offer it to the publishers
+	offerQueued                 // offered to a publisher, which will answer or give it back
+	offerAnswering              // a publisher is writing
+
+	pollAnswered   // a publisher wrote the whole answer: the owner reads the next request
+	pollUnfinished // a publisher wrote part of the answer: the owner writes the rest
+	pollBroken     // a publisher's write failed: the owner closes the connection
+	pollOwned      // the owner is answering
 )
+
+// offer is what a parked long-poll or stream gives the offer list: a state that the owner and
+// the publishers change only by compare-and-swap (or while they hold it), and the list's link.
+type offer struct {
+	state atomic.Int32
+	next  offerable // in answerOffers' list, under its lock
+}
+
+func (o *offer) base() *offer { return o }
+
+// offerable is a parked long-poll (parkedPoll) or SSE stream (parkedStream, stream.go) that a
+// publisher may write to.
+type offerable interface {
+	base() *offer
+	// answer is the publisher's part: claim the offer (offerQueued to offerAnswering), write,
+	// and leave it in a state its owner handles.
+	answer()
+}
 
 // parkedPoll is a long-poll parked on a kept connection, answerable by a publisher.
 type parkedPoll struct {
@@ -62,8 +84,7 @@ type parkedPoll struct {
 	// through Listener); such a long-poll is never offered to publishers.
 	closeAfter bool
 
-	state atomic.Int32
-	next  *parkedPoll // in pollAnswers' list, under its lock
+	offer
 
 	// Set by the publisher before pollUnfinished: the whole answer, of which it wrote sent bytes,
 	// and the pool entry of its buffer.
@@ -72,47 +93,48 @@ type parkedPoll struct {
 	wirep *[]byte
 }
 
-// pollAnswers collects the long-polls offered to publishers.
-type pollAnswers struct {
+// answerOffers collects the long-polls and streams offered to publishers.
+type answerOffers struct {
 	mu        sync.Mutex
-	appending int         // publishes between begin and the end of answerOffered
-	offered   *parkedPoll // a list through next
+	appending int       // publishes between begin and the end of appendAndAnswer
+	offered   offerable // a list through offer.next
 }
 
 // begin says a publish is about to Append; it must call answerOffered after.
-func (a *pollAnswers) begin() {
+func (a *answerOffers) begin() {
 	a.mu.Lock()
 	a.appending++
 	a.mu.Unlock()
 }
 
-// offer queues lp for the publishers to answer, if one is appending. It reports false when it
-// did not (nobody would take it, or lp is not waiting): the caller pokes lp's owner instead.
-func (a *pollAnswers) offer(lp *parkedPoll) bool {
+// offer queues o for the publishers to answer, if one is appending. It reports false when it
+// did not (nobody would take it, or o's owner holds it): the caller pokes o's owner instead.
+func (a *answerOffers) offer(o offerable) bool {
+	b := o.base()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {
-	case lp.state.Load() == pollQueued:
+	case b.state.Load() == offerQueued:
 		return true // offered already, and not yet read: the publisher will see this message too
-	case a.appending == 0 || !lp.state.CompareAndSwap(pollWaiting, pollQueued):
+	case a.appending == 0 || !b.state.CompareAndSwap(offerWaiting, offerQueued):
 		return false
 	}
-	lp.next = a.offered
-	a.offered = lp
+	b.next = a.offered
+	a.offered = o
 	return true
 }
 
-// take returns the long-polls offered so far, or nil when there are none, and then counts the
-// caller's publish done: a publish ends only on finding the list empty.
-func (a *pollAnswers) take() *parkedPoll {
+// take returns the offers made so far, or nil when there are none, and then counts the caller's
+// publish done: a publish ends only on finding the list empty.
+func (a *answerOffers) take() offerable {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	lp := a.offered
+	o := a.offered
 	a.offered = nil
-	if lp == nil {
+	if o == nil {
 		a.appending--
 	}
-	return lp
+	return o
 }
 
 // appendAndAnswer is Store.Append for a publish: with an in-memory store, the long-polls it wakes
@@ -124,15 +146,16 @@ func (s *Server) appendAndAnswer(ctx context.Context, drafts []cache.Draft) ([]c
 	s.answers.begin()
 	ids, err := s.store.Append(ctx, drafts)
 	for {
-		lp := s.answers.take()
-		if lp == nil {
+		o := s.answers.take()
+		if o == nil {
 			return ids, err
 		}
-		for lp != nil {
-			next := lp.next
-			lp.next = nil
-			lp.answer()
-			lp = next
+		for o != nil {
+			b := o.base()
+			next := b.next
+			b.next = nil
+			o.answer()
+			o = next
 		}
 	}
 }
@@ -148,27 +171,27 @@ func (lp *parkedPoll) notify() {
 // answer is a publisher's part: it reads lp's stream and writes the answer, or gives lp back to
 // its owner when there is nothing to send or the node drains.
 func (lp *parkedPoll) answer() {
-	if !lp.state.CompareAndSwap(pollQueued, pollAnswering) {
+	if !lp.state.CompareAndSwap(offerQueued, offerAnswering) {
 		return
 	}
 	defer func() {
-		// A panic here (a bug) must not leave the owner waiting on pollAnswering for ever: it
+		// A panic here (a bug) must not leave the owner waiting on offerAnswering for ever: it
 		// closes the connection, and the publish's handler reports the panic.
 		if v := recover(); v != nil {
-			lp.state.CompareAndSwap(pollAnswering, pollBroken)
+			lp.state.CompareAndSwap(offerAnswering, pollBroken)
 			lp.p.poke()
 			panic(v)
 		}
 	}()
 	s := lp.s
 	if s.isDraining() {
-		lp.state.Store(pollWaiting)
+		lp.state.Store(offerWaiting)
 		lp.p.poke() // the owner answers the drain
 		return
 	}
 	b, err := s.store.ReadAfter(context.Background(), lp.user, lp.cursor, pollLimit+1)
 	if err != nil || (len(b.Messages) == 0 && !b.Reset) {
-		lp.state.Store(pollWaiting)
+		lp.state.Store(offerWaiting)
 		if err != nil {
 			lp.p.poke() // the owner reads again, and answers the error if it persists
 		}
@@ -222,8 +245,8 @@ func (lp *parkedPoll) wait() (closeConn bool) {
 	s, p := lp.s, lp.p
 	for {
 		switch lp.state.Load() {
-		case pollQueued, pollAnswering:
-			lp.settle()
+		case offerQueued, offerAnswering:
+			settle(&lp.state)
 			continue
 		case pollAnswered:
 			return false
@@ -246,7 +269,7 @@ func (lp *parkedPoll) wait() (closeConn bool) {
 			outcome = s.longPollOver(b, lp.deadline)
 		}
 		if err != nil || outcome != "" {
-			if !lp.state.CompareAndSwap(pollWaiting, pollOwned) {
+			if !lp.state.CompareAndSwap(offerWaiting, pollOwned) {
 				continue // a publisher got there first
 			}
 			if outcome != "" {
@@ -257,7 +280,7 @@ func (lp *parkedPoll) wait() (closeConn bool) {
 		bufp, n, _, err := p.awaitRaw(lp.rr, lp.deadline)
 		switch {
 		case n > 0:
-			if lp.state.CompareAndSwap(pollWaiting, pollOwned) {
+			if lp.state.CompareAndSwap(offerWaiting, pollOwned) {
 				keptHeadPool.Put(bufp)
 				return lp.finish(lp.gone(errClientSpoke))
 			}
@@ -268,10 +291,10 @@ func (lp *parkedPoll) wait() (closeConn bool) {
 			// the wake-ups later than 5 ms off (docs/benchmarks.md).
 			runtime.Gosched()
 		case err != nil:
-			if lp.state.CompareAndSwap(pollWaiting, pollOwned) {
+			if lp.state.CompareAndSwap(offerWaiting, pollOwned) {
 				return lp.finish(lp.gone(err))
 			}
-			lp.settle()
+			settle(&lp.state)
 			if lp.state.Load() == pollUnfinished {
 				lp.dropWire()
 			}
@@ -287,12 +310,13 @@ func (lp *parkedPoll) gone(err error) longPollEnd {
 	return longPollEnd{err: err, gone: true}
 }
 
-// settle waits while a publisher holds lp (pollQueued, pollAnswering). Answering takes
-// microseconds, and the owner gets here only when it woke during one (the client's next request
-// came right behind the answer, or a drain's poke), so it yields rather than sleeps, at first.
-func (lp *parkedPoll) settle() {
+// settle waits while a publisher holds an offer (offerQueued, offerAnswering): state is the
+// offer's. Answering takes microseconds, and an owner gets here only when it woke during one (a
+// long-poll's client sent its next request right behind the answer, a drain's poke, a message
+// for a stream that a publisher is writing to), so it yields rather than sleeps, at first.
+func settle(state *atomic.Int32) {
 	for i := 0; ; i++ {
-		if st := lp.state.Load(); st != pollQueued && st != pollAnswering {
+		if st := state.Load(); st != offerQueued && st != offerAnswering {
 			return
 		}
 		if i < 100 {

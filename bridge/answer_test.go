@@ -300,7 +300,7 @@ func TestPublisherPanicLeavesTheLongPollBroken(t *testing.T) {
 	h.publish(`{"user":"u","data":1}`)
 	lp := &parkedPoll{s: h.srv, p: &parked{conn: conn}, rr: newRawReader(rc), user: "u", sub: sub,
 		release: func() {}, header: nil /* writeJSON's Header().Set panics on it */, logLine: func(int, int64) {}}
-	lp.state.Store(pollQueued)
+	lp.state.Store(offerQueued)
 	func() {
 		defer func() {
 			if recover() == nil {

@@ -131,7 +131,7 @@ type Server struct {
 	wsAnyOrigin bool
 	wsConns     sync.WaitGroup // WebSocket handlers, which net/http stops tracking once hijacked
 	parked      parkedSet      // SSE streams and long-polls taken over from net/http (park.go)
-	answers     *pollAnswers   // long-polls offered to publishers (answer.go); nil unless the store is in memory
+	answers     *answerOffers  // long-polls and streams offered to publishers (answer.go); nil unless the store is in memory
 }
 
 // New returns a Server for o, or an error naming the missing required option.
@@ -186,7 +186,7 @@ func New(o Options) (*Server, error) {
 	}
 	s.claimer, _ = o.Store.(cache.Claimer)
 	if _, ok := o.Store.(cache.InMemory); ok {
-		s.answers = &pollAnswers{}
+		s.answers = &answerOffers{}
 	}
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
