@@ -14,16 +14,17 @@ import (
 	"time"
 )
 
-// answerModes runs f with long-polls answered by the publisher (answer.go) and, with that
-// turned off, by their connection's goroutine.
-func answerModes(t *testing.T, f func(t *testing.T, h *harness, byPublisher bool)) {
+// answerModes runs f with long-polls answered and streams written by the publisher (answer.go,
+// stream.go) and, with that turned off, by their connection's goroutine; tweak configures the
+// harness.
+func answerModes(t *testing.T, tweak func(*Options), f func(t *testing.T, h *harness, byPublisher bool)) {
 	for _, byPublisher := range []bool{true, false} {
 		name := "owner"
 		if byPublisher {
 			name = "publisher"
 		}
 		t.Run(name, func(t *testing.T) {
-			h := newHarness(t, nil)
+			h := newHarness(t, tweak)
 			if h.srv.answers == nil {
 				t.Fatal("a memory store, and no answers by the publisher")
 			}
@@ -45,7 +46,7 @@ func repoll(t *testing.T, h *harness, conn net.Conn, tok, cursor, wait string, p
 }
 
 func TestPublisherAnswersParkedLongPoll(t *testing.T) {
-	answerModes(t, func(t *testing.T, h *harness, byPublisher bool) {
+	answerModes(t, nil, func(t *testing.T, h *harness, byPublisher bool) {
 		base := h.serveParking()
 		tok := token(t, "u", time.Hour)
 		conn, rd := keptConn(t, base, tok)
@@ -177,7 +178,7 @@ func TestPublisherLeavesTheRestOfALargeAnswerToTheOwner(t *testing.T) {
 // publishers racing each other: every client gets each of its messages once, in order, and the
 // slots and goroutines are all given back.
 func TestLongPollLoopsUnderRacingPublishers(t *testing.T) {
-	answerModes(t, func(t *testing.T, h *harness, byPublisher bool) {
+	answerModes(t, nil, func(t *testing.T, h *harness, byPublisher bool) {
 		base := h.serveParking()
 		const users, perUser, publishers = 8, 60, 4
 		var wg sync.WaitGroup

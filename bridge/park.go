@@ -181,6 +181,9 @@ type parkedSet struct {
 	// Long-poll answers written by a publisher (answer.go): whole, and begun with the rest left
 	// to the owner.
 	answeredByPublisher, answeredInPart atomic.Uint64
+	// SSE frames written by a publisher (stream.go): whole, and begun with the rest left to the
+	// owner.
+	streamWritesByPublisher, streamWritesInPart atomic.Uint64
 }
 
 func (ps *parkedSet) shard(p *parked) *struct {

@@ -91,29 +91,42 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request, who subscriber) err
 		}
 		return nil
 	}
-	s.serveStream(ctx, "sse", who, c, out, newChanWaiter(ctx, sub, s.drain))
+	s.serveStream(ctx, "sse", who, &streamPos{c: c}, out, newChanWaiter(ctx, sub, s.drain))
 	return nil
 }
 
 // parkSSE serves an SSE stream on a parked connection (park.go): the response head goes out with
-// hello, and the connection closes when the stream ends.
+// hello, and the connection closes when the stream ends. With an in-memory store, publishers
+// write the stream's frames (parkedStream, stream.go).
 func (s *Server) parkSSE(p *parked, logLine func(int, int64), who subscriber, c cache.Cursor, sub cache.Subscription, release func(), h http.Header, out *sseWriter) {
 	out.p = p
 	out.grab()
 	out.buf = appendHead(out.buf, http.StatusOK, h, -1, true)
 	ctx := context.Background() // the stream outlives the request; the waiter sees the client leave
+	pos := &streamPos{c: c}
+	var w waiter = parkedWaiter{p}
 	stopCut := func() {}
-	if s.faults != nil {
-		p.cut, stopCut = s.faults.watch(ctx, faultSSE, faultLongPoll)
-		context.AfterFunc(p.cut, p.poke)
+	if oc, ok := p.conn.(*ownedConn); ok && s.answers != nil && s.faults == nil {
+		if rr := oc.raw(); rr != nil {
+			ps := &parkedStream{s: s, p: p, rr: rr, who: who, pos: pos, out: out}
+			ps.state.Store(streamOwned) // until its first wait
+			sub.Notify(ps.notify)
+			w = ps
+		}
 	}
-	sub.Notify(p.poke)
+	if _, shared := w.(*parkedStream); !shared {
+		if s.faults != nil {
+			p.cut, stopCut = s.faults.watch(ctx, faultSSE, faultLongPoll)
+			context.AfterFunc(p.cut, p.poke)
+		}
+		sub.Notify(p.poke)
+	}
 	s.runParked(p, func() bool {
 		defer release()
 		defer sub.Close()
 		defer stopCut()
 		defer out.release()
-		s.serveStream(ctx, "sse", who, c, out, parkedWaiter{p})
+		s.serveStream(ctx, "sse", who, pos, out, w)
 		logLine(http.StatusOK, out.written)
 		return true
 	})

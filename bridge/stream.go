@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"go.uber.org/zap"
@@ -47,28 +48,42 @@ type waiter interface {
 	wait(until time.Time) (poked bool, err error)
 }
 
+// streamPos is where a stream is: the cursor of the last message written, and when the next
+// heartbeat is due. serveStream keeps it; on a parked SSE stream a publisher that writes frames
+// (parkedStream) moves it too, while it holds the stream.
+type streamPos struct {
+	c    cache.Cursor
+	beat time.Time
+}
+
+// errStreamWrite is a waiter's report that a write made while it waited (by a publisher, for a
+// parkedStream) failed: the stream ends as write_failed.
+var errStreamWrite = errors.New("a frame written for the stream failed")
+
 // serveStream is the one read path for streaming transports (package doc): with sub taken for
 // the subscriber's stream, it writes hello, then loops arm → ReadAfter → write → wait for the
 // change, the heartbeat, the token's expiry, this stream's moment in the drain window (spread
-// so that a draining node's clients do not all reconnect at once) or the client leaving.
+// so that a draining node's clients do not all reconnect at once) or the client leaving. pos
+// starts at the cursor resumed from.
 //
-// The calling goroutine is the connection's only writer and sets every deadline; a slow client
-// falls behind its own cursor and is cut by the write deadline, never holding up a publisher.
+// The calling goroutine is the connection's only writer and sets every deadline, except while
+// it waits on a parkedStream, when a publisher may write; a slow client falls behind its own
+// cursor and is cut by the write deadline, never holding up a publisher.
 //
 // transport ("sse" or "ws") labels the metrics: messages delivered, resets, and why it ended,
 // which serveStream also returns.
-func (s *Server) serveStream(ctx context.Context, transport string, who subscriber, c cache.Cursor, out frameWriter, w waiter) (ended string) {
+func (s *Server) serveStream(ctx context.Context, transport string, who subscriber, pos *streamPos, out frameWriter, w waiter) (ended string) {
 	ended = "client_gone"
 	defer func() { s.metrics.streamEnds.WithLabelValues(transport, ended).Inc() }()
-	out.hello(c, s.opts.Heartbeat)
+	out.hello(pos.c, s.opts.Heartbeat)
 	if err := out.flush(); err != nil {
 		return ended // the client is gone before the first frame; nothing to tell
 	}
-	beat := time.Now().Add(s.opts.Heartbeat)
+	pos.beat = time.Now().Add(s.opts.Heartbeat)
 	var leave time.Time // this stream's moment within the drain window, once the node drains
 	for {
 		w.arm()
-		b, err := s.store.ReadAfter(ctx, who.user, c, streamBatch)
+		b, err := s.store.ReadAfter(ctx, who.user, pos.c, streamBatch)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("stream read failed", zap.String("transport", transport), zap.Error(err))
@@ -83,24 +98,27 @@ func (s *Server) serveStream(ctx context.Context, transport string, who subscrib
 		for i := range b.Messages {
 			out.message(&b.Messages[i])
 		}
-		c = b.Cursor
+		pos.c = b.Cursor
 		if b.Reset || len(b.Messages) > 0 {
 			if err := out.flush(); err != nil {
 				return "write_failed" // a slow or vanished client resumes by cursor
 			}
 			now := time.Now()
 			s.countDelivered(transport, &b, now)
-			beat = now.Add(s.opts.Heartbeat)
+			pos.beat = now.Add(s.opts.Heartbeat)
 		}
 		if len(b.Messages) == streamBatch {
 			continue // more are waiting; do not block before sending them
 		}
 		for {
-			until := earliest(beat, who.expires)
+			until := earliest(pos.beat, who.expires)
 			if !leave.IsZero() {
 				until = earliest(until, leave)
 			}
 			poked, err := w.wait(until)
+			if errors.Is(err, errStreamWrite) {
+				return "write_failed"
+			}
 			if err != nil {
 				return ended
 			}
@@ -115,11 +133,11 @@ func (s *Server) serveStream(ctx context.Context, transport string, who subscrib
 			case !now.Before(who.expires):
 				out.end(closeTokenExpired)
 				return string(closeTokenExpired)
-			case !now.Before(beat):
+			case !now.Before(pos.beat):
 				if err := out.heartbeat(ctx); err != nil {
 					return "write_failed"
 				}
-				beat = now.Add(s.opts.Heartbeat)
+				pos.beat = now.Add(s.opts.Heartbeat)
 			}
 			if poked {
 				break
@@ -181,4 +199,135 @@ func earliest(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// The states of a parkedStream beyond those every offer has (answer.go).
+const (
+	streamOwned  = pollOwned + 1 + iota // the owner reads, writes or decides
+	streamBehind                        // a publisher wrote part of its frames: the owner writes the rest
+	streamBroken                        // a publisher's write failed: the stream ends
+)
+
+// parkedStream is an SSE stream on a parked connection, with an in-memory store: the publish
+// that appends a message writes its frame, as one answers a parked long-poll (answer.go), so
+// the stream's goroutine stays asleep in its read and a delivery costs no goroutine switch.
+//
+// The owner, the stream's goroutine, holds the stream (streamOwned) except while it waits
+// (offerWaiting); only then can a Notify offer it to the publishers. A publisher that claims it
+// reads after pos, writes what the socket takes at once, moves pos, and hands the stream back:
+// waiting again, or streamBehind with the rest of its frames in out for the owner to write, or
+// streamBroken. It gives the stream back unwritten when the node drains or the token expired, so
+// the owner's close frame is the last one. A Notify that finds the stream held pokes the owner,
+// who reads once it has the stream back: no message is left unsent.
+//
+// The waiter interface is the owner's side: wait lets the stream go, waits, and takes it back.
+type parkedStream struct {
+	s   *Server
+	p   *parked
+	rr  *rawReader // the connection's raw descriptor
+	who subscriber
+	pos *streamPos
+	out *sseWriter
+	offer
+}
+
+// notify is the stream's Subscription.Notify function. It runs in the appending goroutine under
+// the store's lock, so it only offers the stream or pokes its owner.
+func (ps *parkedStream) notify() {
+	if !ps.s.answers.offer(ps) {
+		ps.p.poke()
+	}
+}
+
+// answer is a publisher's part.
+func (ps *parkedStream) answer() {
+	if !ps.state.CompareAndSwap(offerQueued, offerAnswering) {
+		return
+	}
+	defer func() {
+		// A panic here (a bug) must not leave the owner waiting on offerAnswering for ever: the
+		// stream ends, and the publish's handler reports the panic.
+		if v := recover(); v != nil {
+			ps.state.CompareAndSwap(offerAnswering, streamBroken)
+			ps.p.poke()
+			panic(v)
+		}
+	}()
+	s, out := ps.s, ps.out
+	if s.isDraining() || !time.Now().Before(ps.who.expires) {
+		ps.giveBack(true) // the owner says goodbye
+		return
+	}
+	b, err := s.store.ReadAfter(context.Background(), ps.who.user, ps.pos.c, streamBatch)
+	if err != nil || (len(b.Messages) == 0 && !b.Reset) {
+		ps.giveBack(err != nil) // on an error, the owner reads again and ends the stream if it persists
+		return
+	}
+	if b.Reset {
+		out.reset(b.Start)
+	}
+	for i := range b.Messages {
+		out.message(&b.Messages[i])
+	}
+	out.written += int64(len(out.buf))
+	rest, err := ps.rr.writeNow(out.buf)
+	if err != nil {
+		out.release()
+		ps.state.Store(streamBroken)
+		ps.p.poke()
+		return
+	}
+	ps.pos.c = b.Cursor
+	now := time.Now()
+	s.countDelivered("sse", &b, now)
+	ps.pos.beat = now.Add(s.opts.Heartbeat)
+	if len(rest) > 0 {
+		out.buf = out.buf[:copy(out.buf, rest)]
+		s.parked.streamWritesInPart.Add(1)
+		ps.state.Store(streamBehind)
+		ps.p.poke()
+		return
+	}
+	out.release()
+	s.parked.streamWritesByPublisher.Add(1)
+	ps.giveBack(len(b.Messages) == streamBatch) // a full batch: more may wait, for the owner
+}
+
+// giveBack hands the stream back to its owner, waiting, and pokes it if poke.
+func (ps *parkedStream) giveBack(poke bool) {
+	ps.state.Store(offerWaiting)
+	if poke {
+		ps.p.poke()
+	}
+}
+
+func (*parkedStream) arm() {}
+
+// wait lets the stream go to the publishers while it waits on the connection, then takes it
+// back: it waits out a publisher that holds it and writes what one left unwritten. It reports
+// poked when it should read (it was poked, or wrote a publisher's rest), and errStreamWrite when
+// a write failed.
+func (ps *parkedStream) wait(until time.Time) (poked bool, err error) {
+	if ps.state.CompareAndSwap(streamOwned, offerWaiting) { // always, but for a broken stream
+		poked, err = ps.p.wait(until)
+	}
+	for {
+		switch ps.state.Load() {
+		case offerWaiting:
+			if ps.state.CompareAndSwap(offerWaiting, streamOwned) {
+				return poked, err
+			}
+		case streamBehind:
+			ps.state.Store(streamOwned)
+			if werr := ps.out.flush(); werr != nil {
+				return false, errStreamWrite
+			}
+			return true, err
+		case streamBroken:
+			ps.state.Store(streamOwned)
+			return false, errStreamWrite
+		default:
+			settle(&ps.state)
+		}
+	}
 }

@@ -106,7 +106,7 @@ func (s *Server) ws(w http.ResponseWriter, r *http.Request, who subscriber) erro
 	ctx, stop := s.faults.watch(readCtx, faultWS, faultLongPoll)
 	defer stop()
 	out := &wsWriter{conn: conn, ctx: ctx, timeout: s.opts.WriteTimeout}
-	s.serveStream(ctx, "ws", who, c, out, newChanWaiter(ctx, sub, s.drain))
+	s.serveStream(ctx, "ws", who, &streamPos{c: c}, out, newChanWaiter(ctx, sub, s.drain))
 	return nil
 }
 
