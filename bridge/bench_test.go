@@ -422,3 +422,68 @@ func BenchmarkDeliveryCycle(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkStreamDelivery: one message to an SSE stream parked on a kept-alive server through
+// Listener: an app publishes it over one connection, and both the stream's frame and the
+// publish's answer are read. "publisher" has the publishing goroutine write the frame
+// (parkedStream); "owner" wakes the stream's goroutine to write it. ns/op includes both clients
+// and the loopback.
+func BenchmarkStreamDelivery(b *testing.B) {
+	for _, byPublisher := range []bool{true, false} {
+		name := "owner"
+		if byPublisher {
+			name = "publisher"
+		}
+		b.Run(name, func(b *testing.B) {
+			srv, _ := benchServer(b)
+			if !byPublisher {
+				srv.answers = nil
+			}
+			conn, rd := servedConn(b, srv, true)
+			pub, prd := servedConn(b, srv, true)
+			if _, err := io.WriteString(conn, "GET /v1/sse?token="+token(b, "u", time.Hour)+" HTTP/1.1\r\nHost: bench\r\n\r\n"); err != nil {
+				b.Fatal(err)
+			}
+			for { // the head, then hello
+				line, err := rd.ReadString('\n')
+				if err != nil {
+					b.Fatal(err)
+				}
+				if line == "\r\n" {
+					break
+				}
+			}
+			if f := readSSEFrame(b, rd); !strings.Contains(f, "event: hello") {
+				b.Fatalf("first frame %q", f)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := io.WriteString(pub, benchPublishRequest); err != nil {
+					b.Fatal(err)
+				}
+				if f := readSSEFrame(b, rd); !strings.HasPrefix(f, "id: ") {
+					b.Fatalf("frame %q", f)
+				}
+				readOK(b, prd)
+			}
+			if byPublisher && srv.parked.streamWritesByPublisher.Load() == 0 {
+				b.Fatal("no frame was written by the publisher")
+			}
+		})
+	}
+}
+
+// readSSEFrame reads one SSE frame (up to its blank line) from rd.
+func readSSEFrame(b *testing.B, rd *bufio.Reader) string {
+	var f strings.Builder
+	for {
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			b.Fatal(err)
+		}
+		if line == "\n" {
+			return f.String()
+		}
+		f.WriteString(line)
+	}
+}
