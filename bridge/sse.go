@@ -106,15 +106,10 @@ func (s *Server) parkSSE(p *parked, logLine func(int, int64), who subscriber, c 
 	pos := &streamPos{c: c}
 	var w waiter = parkedWaiter{p}
 	stopCut := func() {}
-	if oc, ok := p.conn.(*ownedConn); ok && s.answers != nil && s.faults == nil {
-		if rr := oc.raw(); rr != nil {
-			ps := &parkedStream{s: s, p: p, rr: rr, who: who, pos: pos, out: out}
-			ps.state.Store(streamOwned) // until its first wait
-			sub.Notify(ps.notify)
-			w = ps
-		}
-	}
-	if _, shared := w.(*parkedStream); !shared {
+	if ps := s.writtenByPublishers(p, who, pos, out); ps != nil {
+		sub.Notify(ps.notify)
+		w = ps
+	} else {
 		if s.faults != nil {
 			p.cut, stopCut = s.faults.watch(ctx, faultSSE, faultLongPoll)
 			context.AfterFunc(p.cut, p.poke)

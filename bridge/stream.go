@@ -231,6 +231,23 @@ type parkedStream struct {
 	offer
 }
 
+// writtenByPublishers returns the parkedStream of an SSE stream on p whose frames publishers may
+// write, or nil when they may not: the store is not in memory, the demo's faults are on, or the
+// connection has no raw descriptor (it did not come through Listener).
+func (s *Server) writtenByPublishers(p *parked, who subscriber, pos *streamPos, out *sseWriter) *parkedStream {
+	oc, ok := p.conn.(*ownedConn)
+	if !ok || s.answers == nil || s.faults != nil {
+		return nil
+	}
+	rr := oc.raw()
+	if rr == nil {
+		return nil
+	}
+	ps := &parkedStream{s: s, p: p, rr: rr, who: who, pos: pos, out: out}
+	ps.state.Store(streamOwned) // until its first wait
+	return ps
+}
+
 // notify is the stream's Subscription.Notify function. It runs in the appending goroutine under
 // the store's lock, so it only offers the stream or pokes its owner.
 func (ps *parkedStream) notify() {
