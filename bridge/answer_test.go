@@ -74,8 +74,8 @@ func TestPublisherAnswersParkedLongPoll(t *testing.T) {
 		if byPublisher {
 			want = 5
 		}
-		if got := h.srv.parked.answeredByPublisher.Load(); got != want {
-			t.Fatalf("%d answers written by the publisher, want %d", got, want)
+		if got := h.scrape()["bridged_publisher_writes_total{result=whole,transport=longpoll}"]; got != float64(want) {
+			t.Fatalf("%v answers written by the publisher in /metrics, want %d", got, want)
 		}
 		// A long-poll with nothing published still times out on its own, on the kept connection.
 		repoll(t, h, conn, tok, cursor, "30ms", 1)
@@ -151,7 +151,7 @@ func TestPublisherLeavesTheRestOfALargeAnswerToTheOwner(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the publish waited for a client that does not read")
 	}
-	if h.srv.parked.answeredInPart.Load() != 1 {
+	if h.scrape()["bridged_publisher_writes_total{result=partial,transport=longpoll}"] != 1 {
 		t.Fatalf("answers begun by the publisher: %d, want 1 (by the publisher, whole: %d)",
 			h.srv.parked.answeredInPart.Load(), h.srv.parked.answeredByPublisher.Load())
 	}

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,7 +79,7 @@ var (
 	streamEndReasons = []string{"client_gone", "write_failed", "shutdown", "token_expired", "unavailable"}
 )
 
-func newMetrics(reg *prometheus.Registry, store cache.Store, conns *connLimiter) *metrics {
+func newMetrics(reg *prometheus.Registry, store cache.Store, conns *connLimiter, parked *parkedSet) *metrics {
 	f := func(c prometheus.Collector) { reg.MustRegister(c) }
 	m := &metrics{registry: reg}
 
@@ -146,6 +147,20 @@ func newMetrics(reg *prometheus.Registry, store cache.Store, conns *connLimiter)
 	f(collectorFunc{descs: []*prometheus.Desc{connGauge}, collect: func(ch chan<- prometheus.Metric) {
 		for i, t := range transportNames {
 			ch <- prometheus.MustNewConstMetric(connGauge, prometheus.GaugeValue, float64(conns.byTransport[i].Load()), t)
+		}
+	}})
+	// Writes made by publishing requests on parked connections (answer.go, stream.go): whole, or
+	// begun with the rest left to the connection's goroutine (a client slower than the publisher).
+	pubWrites := prometheus.NewDesc("bridged_publisher_writes_total", "Long-poll answers and SSE frames written by the publishing request instead of the connection's goroutine (memory engine), whole or begun with the rest left to the connection's goroutine.", []string{"transport", "result"}, nil)
+	f(collectorFunc{descs: []*prometheus.Desc{pubWrites}, collect: func(ch chan<- prometheus.Metric) {
+		for _, w := range []struct {
+			transport, result string
+			n                 *atomic.Uint64
+		}{
+			{"longpoll", "whole", &parked.answeredByPublisher}, {"longpoll", "partial", &parked.answeredInPart},
+			{"sse", "whole", &parked.streamWritesByPublisher}, {"sse", "partial", &parked.streamWritesInPart},
+		} {
+			ch <- prometheus.MustNewConstMetric(pubWrites, prometheus.CounterValue, float64(w.n.Load()), w.transport, w.result)
 		}
 	}})
 	if st, ok := store.(cache.Statser); ok {

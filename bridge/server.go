@@ -191,7 +191,7 @@ func New(o Options) (*Server, error) {
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
 	}
-	s.metrics = newMetrics(o.Registry, o.Store, s.conns)
+	s.metrics = newMetrics(o.Registry, o.Store, s.conns, &s.parked)
 	for _, scope := range []Scope{All, Public, Internal} {
 		s.handlers[scope] = s.routes(scope)
 	}

@@ -32,8 +32,8 @@ func TestPublisherWritesParkedStream(t *testing.T) {
 		if byPublisher {
 			want = 5
 		}
-		if got := h.srv.parked.streamWritesByPublisher.Load(); got != want {
-			t.Fatalf("%d writes by the publisher, want %d", got, want)
+		if got := h.scrape()["bridged_publisher_writes_total{result=whole,transport=sse}"]; got != float64(want) {
+			t.Fatalf("%v writes by the publisher in /metrics, want %d", got, want)
 		}
 		// Idle, the owner beats; then a publisher writes again, after the last id.
 		s.expect("ping")
@@ -93,7 +93,7 @@ func TestPublisherLeavesTheRestOfTheFramesToTheOwner(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the publish waited for a client that does not read")
 	}
-	if h.srv.parked.streamWritesInPart.Load() != 1 {
+	if h.scrape()["bridged_publisher_writes_total{result=partial,transport=sse}"] != 1 {
 		t.Fatalf("writes begun by the publisher: %d, want 1 (whole: %d)",
 			h.srv.parked.streamWritesInPart.Load(), h.srv.parked.streamWritesByPublisher.Load())
 	}
