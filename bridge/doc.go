@@ -13,6 +13,10 @@
 //	deliver batch; c = batch.Cursor       //    an SSE "event: reset" first when batch.Reset
 //	select { changed, heartbeat, deadline, drain, client gone }  // 3. wait
 //
+// On a parked connection with an in-memory store, the publish that appended a message may do
+// step 2 and the delivery for a waiting long-poll or SSE stream, whose own goroutine then stays
+// in step 3 (answer.go, stream.go); the order is the same.
+//
 // Nothing is deleted by a read: a response lost on the way costs nothing, because the client
 // asks again with the same cursor. A client is told (reset) whenever anything after its cursor
 // is gone, never skipped silently.
