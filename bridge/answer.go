@@ -38,41 +38,61 @@ import (
 // SSE streams on parked connections are written to by publishers the same way (parkedStream,
 // stream.go).
 
-// The states every offer shares (an offer's state field), and those of a parkedPoll.
+// The states of an offer (its state field): those every offer has, and a parkedPoll's own.
 const (
-	offerWaiting   int32 = iota // the owner waits; a Notify may offer it to the publishers
-	offerQueued                 // offered to a publisher, which will answer or give it back
-	offerAnswering              // a publisher is writing
+	offerWaiting    int32 = iota // the owner waits; a Notify may offer it to the publishers
+	offerQueued                  // offered to a publisher, which will answer or give it back
+	offerAnswering               // a publisher is writing
+	offerOwned                   // the owner holds it: it answers, reads, writes or decides
+	offerUnfinished              // a publisher wrote part of what it had: the owner writes the rest
+	offerBroken                  // a publisher's write failed: the owner ends the connection
 
-	pollAnswered   // a publisher wrote the whole answer: the owner reads the next request
-	pollUnfinished // a publisher wrote part of the answer: the owner writes the rest
-	pollBroken     // a publisher's write failed: the owner closes the connection
-	pollOwned      // the owner is answering
+	pollAnswered // a publisher wrote the whole answer: the owner reads the next request
 )
 
-// offer is what a parked long-poll or stream gives the offer list: a state that the owner and
-// the publishers change only by compare-and-swap (or while they hold it), and the list's link.
+// offer is what a parked long-poll or stream shares with the publishers: a state that the owner
+// and the publishers change only by compare-and-swap (or while they hold it), the connection and
+// its raw descriptor, through which a publisher writes (writeNow), and the offer list's link.
 type offer struct {
 	state atomic.Int32
+	p     *parked
+	rr    *rawReader
 	next  offerable // in answerOffers' list, under its lock
 }
 
 func (o *offer) base() *offer { return o }
 
+// giveBack hands the offer back to its owner, waiting, and pokes the owner if poke.
+func (o *offer) giveBack(poke bool) {
+	o.state.Store(offerWaiting)
+	if poke {
+		o.p.poke()
+	}
+}
+
 // offerable is a parked long-poll (parkedPoll) or SSE stream (parkedStream, stream.go) that a
 // publisher may write to.
 type offerable interface {
 	base() *offer
-	// answer is the publisher's part: claim the offer (offerQueued to offerAnswering), write,
-	// and leave it in a state its owner handles.
+	// answer is the publisher's part, once answerOne has claimed the offer: read, write, and
+	// leave the offer in a state its owner handles.
 	answer()
+}
+
+// publisherWriter returns the raw descriptor through which publishers may write to p, or nil
+// when they may not: the store is not in memory, the demo's faults are on, or the connection has
+// none (it did not come through Listener, or bytes handed back wait to be read).
+func (s *Server) publisherWriter(p *parked) *rawReader {
+	oc, ok := p.conn.(*ownedConn)
+	if !ok || s.answers == nil || s.faults != nil {
+		return nil
+	}
+	return oc.raw()
 }
 
 // parkedPoll is a long-poll parked on a kept connection, answerable by a publisher.
 type parkedPoll struct {
 	s        *Server
-	p        *parked
-	rr       *rawReader // the connection's raw descriptor
 	user     string
 	cursor   cache.Cursor
 	deadline time.Time
@@ -86,7 +106,7 @@ type parkedPoll struct {
 
 	offer
 
-	// Set by the publisher before pollUnfinished: the whole answer, of which it wrote sent bytes,
+	// Set by the publisher before offerUnfinished: the whole answer, of which it wrote sent bytes,
 	// and the pool entry of its buffer.
 	wire  []byte
 	sent  int
@@ -100,7 +120,7 @@ type answerOffers struct {
 	offered   offerable // a list through offer.next
 }
 
-// begin says a publish is about to Append; it must call answerOffered after.
+// begin says a publish is about to Append; it must then take until the list is empty.
 func (a *answerOffers) begin() {
 	a.mu.Lock()
 	a.appending++
@@ -154,47 +174,51 @@ func (s *Server) appendAndAnswer(ctx context.Context, drafts []cache.Draft) ([]c
 			b := o.base()
 			next := b.next
 			b.next = nil
-			o.answer()
+			answerOne(o)
 			o = next
 		}
 	}
 }
 
-// notify is lp's Subscription.Notify function. It runs in the appending goroutine under the
-// store's lock, so it only offers lp or pokes its owner.
-func (lp *parkedPoll) notify() {
-	if !lp.s.answers.offer(lp) {
-		lp.p.poke()
+// answerOne claims o for the calling publisher and runs its answer. A panic in answer (a bug)
+// must not leave the owner waiting on offerAnswering for ever: it marks o broken and pokes the
+// owner, which ends the connection, and the publish's handler reports the panic.
+func answerOne(o offerable) {
+	b := o.base()
+	if !b.state.CompareAndSwap(offerQueued, offerAnswering) {
+		return
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			b.state.CompareAndSwap(offerAnswering, offerBroken)
+			b.p.poke()
+			panic(v)
+		}
+	}()
+	o.answer()
+}
+
+// notifier returns o's Subscription.Notify function. It runs in the appending goroutine under
+// the store's lock, so it only offers o or pokes its owner.
+func (a *answerOffers) notifier(o offerable) func() {
+	return func() {
+		if !a.offer(o) {
+			o.base().p.poke()
+		}
 	}
 }
 
 // answer is a publisher's part: it reads lp's stream and writes the answer, or gives lp back to
 // its owner when there is nothing to send or the node drains.
 func (lp *parkedPoll) answer() {
-	if !lp.state.CompareAndSwap(offerQueued, offerAnswering) {
-		return
-	}
-	defer func() {
-		// A panic here (a bug) must not leave the owner waiting on offerAnswering for ever: it
-		// closes the connection, and the publish's handler reports the panic.
-		if v := recover(); v != nil {
-			lp.state.CompareAndSwap(offerAnswering, pollBroken)
-			lp.p.poke()
-			panic(v)
-		}
-	}()
 	s := lp.s
 	if s.isDraining() {
-		lp.state.Store(offerWaiting)
-		lp.p.poke() // the owner answers the drain
+		lp.giveBack(true) // the owner answers the drain
 		return
 	}
 	b, err := s.store.ReadAfter(context.Background(), lp.user, lp.cursor, pollLimit+1)
 	if err != nil || (len(b.Messages) == 0 && !b.Reset) {
-		lp.state.Store(offerWaiting)
-		if err != nil {
-			lp.p.poke() // the owner reads again, and answers the error if it persists
-		}
+		lp.giveBack(err != nil) // on an error, the owner reads again and answers it if it persists
 		return
 	}
 	s.metrics.longPollOutcomes.WithLabelValues(s.longPollOver(b, lp.deadline)).Inc()
@@ -210,12 +234,12 @@ func (lp *parkedPoll) answer() {
 	switch {
 	case err != nil:
 		putBodyBuf(bufp, wire)
-		lp.state.Store(pollBroken)
+		lp.state.Store(offerBroken)
 		lp.p.poke()
 	case len(rest) > 0:
 		s.parked.answeredInPart.Add(1)
 		lp.wire, lp.sent, lp.wirep = wire, len(wire)-len(rest), bufp
-		lp.state.Store(pollUnfinished)
+		lp.state.Store(offerUnfinished)
 		lp.p.poke()
 	default:
 		s.parked.answeredByPublisher.Add(1)
@@ -250,11 +274,11 @@ func (lp *parkedPoll) wait() (closeConn bool) {
 			continue
 		case pollAnswered:
 			return false
-		case pollUnfinished:
+		case offerUnfinished:
 			err := p.write(lp.wire[lp.sent:], s.opts.WriteTimeout)
 			lp.dropWire()
 			return err != nil
-		case pollBroken:
+		case offerBroken:
 			if p.next != nil {
 				keptHeadPool.Put(p.next)
 				p.next = nil
@@ -269,7 +293,7 @@ func (lp *parkedPoll) wait() (closeConn bool) {
 			outcome = s.longPollOver(b, lp.deadline)
 		}
 		if err != nil || outcome != "" {
-			if !lp.state.CompareAndSwap(offerWaiting, pollOwned) {
+			if !lp.state.CompareAndSwap(offerWaiting, offerOwned) {
 				continue // a publisher got there first
 			}
 			if outcome != "" {
@@ -280,7 +304,7 @@ func (lp *parkedPoll) wait() (closeConn bool) {
 		bufp, n, _, err := p.awaitRaw(lp.rr, lp.deadline)
 		switch {
 		case n > 0:
-			if lp.state.CompareAndSwap(offerWaiting, pollOwned) {
+			if lp.state.CompareAndSwap(offerWaiting, offerOwned) {
 				keptHeadPool.Put(bufp)
 				return lp.finish(lp.gone(errClientSpoke))
 			}
@@ -291,11 +315,11 @@ func (lp *parkedPoll) wait() (closeConn bool) {
 			// the wake-ups later than 5 ms off (docs/benchmarks.md).
 			runtime.Gosched()
 		case err != nil:
-			if lp.state.CompareAndSwap(offerWaiting, pollOwned) {
+			if lp.state.CompareAndSwap(offerWaiting, offerOwned) {
 				return lp.finish(lp.gone(err))
 			}
 			settle(&lp.state)
-			if lp.state.Load() == pollUnfinished {
+			if lp.state.Load() == offerUnfinished {
 				lp.dropWire()
 			}
 			return true

@@ -299,7 +299,7 @@ func TestPublisherPanicLeavesTheLongPollBroken(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.publish(`{"user":"u","data":1}`)
-	lp := &parkedPoll{s: h.srv, p: &parked{conn: conn}, rr: newRawReader(rc), user: "u", sub: sub,
+	lp := &parkedPoll{s: h.srv, offer: offer{p: &parked{conn: conn}, rr: newRawReader(rc)}, user: "u", sub: sub,
 		release: func() {}, header: nil /* writeJSON's Header().Set panics on it */, logLine: func(int, int64) {}}
 	lp.state.Store(offerQueued)
 	func() {
@@ -308,10 +308,10 @@ func TestPublisherPanicLeavesTheLongPollBroken(t *testing.T) {
 				t.Fatal("answer did not panic on a nil header map; the test needs another fault")
 			}
 		}()
-		lp.answer()
+		answerOne(lp)
 	}()
-	if st := lp.state.Load(); st != pollBroken {
-		t.Fatalf("state %d after the panic, want pollBroken (%d)", st, pollBroken)
+	if st := lp.state.Load(); st != offerBroken {
+		t.Fatalf("state %d after the panic, want offerBroken (%d)", st, offerBroken)
 	}
 	if !lp.p.woken.Load() {
 		t.Fatal("the owner was not poked")

@@ -134,13 +134,13 @@ func (s *Server) longPollOver(b cache.Batch, deadline time.Time) string {
 // to (closeAfter) or it did not come through Listener. With an in-memory store, a publisher
 // answers it (answer.go).
 func (s *Server) parkLongPoll(p *parked, pending []byte, logLine func(int, int64), user string, c cache.Cursor, deadline time.Time, sub cache.Subscription, release func(), h http.Header, closeAfter bool) {
-	lp := &parkedPoll{s: s, p: p, user: user, cursor: c, deadline: deadline, sub: sub, release: release,
-		header: h, logLine: logLine, closeAfter: closeAfter}
-	if oc, ok := p.conn.(*ownedConn); ok && s.answers != nil && s.faults == nil && !closeAfter && len(pending) == 0 {
-		lp.rr = oc.raw()
+	lp := &parkedPoll{s: s, offer: offer{p: p}, user: user, cursor: c, deadline: deadline, sub: sub,
+		release: release, header: h, logLine: logLine, closeAfter: closeAfter}
+	if !closeAfter && len(pending) == 0 {
+		lp.rr = s.publisherWriter(p)
 	}
 	if lp.rr != nil {
-		sub.Notify(lp.notify)
+		sub.Notify(s.answers.notifier(lp))
 		s.parkWait(p, pending, lp.wait)
 		return
 	}

@@ -107,7 +107,7 @@ func (s *Server) parkSSE(p *parked, logLine func(int, int64), who subscriber, c 
 	var w waiter = parkedWaiter{p}
 	stopCut := func() {}
 	if ps := s.writtenByPublishers(p, who, pos, out); ps != nil {
-		sub.Notify(ps.notify)
+		sub.Notify(s.answers.notifier(ps))
 		w = ps
 	} else {
 		if s.faults != nil {

@@ -201,30 +201,21 @@ func earliest(a, b time.Time) time.Time {
 	return a
 }
 
-// The states of a parkedStream beyond those every offer has (answer.go).
-const (
-	streamOwned  = pollOwned + 1 + iota // the owner reads, writes or decides
-	streamBehind                        // a publisher wrote part of its frames: the owner writes the rest
-	streamBroken                        // a publisher's write failed: the stream ends
-)
-
 // parkedStream is an SSE stream on a parked connection, with an in-memory store: the publish
 // that appends a message writes its frame, as one answers a parked long-poll (answer.go), so
 // the stream's goroutine stays asleep in its read and a delivery costs no goroutine switch.
 //
-// The owner, the stream's goroutine, holds the stream (streamOwned) except while it waits
+// The owner, the stream's goroutine, holds the stream (offerOwned) except while it waits
 // (offerWaiting); only then can a Notify offer it to the publishers. A publisher that claims it
 // reads after pos, writes what the socket takes at once, moves pos, and hands the stream back:
-// waiting again, or streamBehind with the rest of its frames in out for the owner to write, or
-// streamBroken. It gives the stream back unwritten when the node drains or the token expired, so
+// waiting again, or offerUnfinished with the rest of its frames in out for the owner to write,
+// or offerBroken. It gives the stream back unwritten when the node drains or the token expired, so
 // the owner's close frame is the last one. A Notify that finds the stream held pokes the owner,
 // who reads once it has the stream back: no message is left unsent.
 //
 // The waiter interface is the owner's side: wait lets the stream go, waits, and takes it back.
 type parkedStream struct {
 	s   *Server
-	p   *parked
-	rr  *rawReader // the connection's raw descriptor
 	who subscriber
 	pos *streamPos
 	out *sseWriter
@@ -232,44 +223,19 @@ type parkedStream struct {
 }
 
 // writtenByPublishers returns the parkedStream of an SSE stream on p whose frames publishers may
-// write, or nil when they may not: the store is not in memory, the demo's faults are on, or the
-// connection has no raw descriptor (it did not come through Listener).
+// write, or nil when they may not (publisherWriter).
 func (s *Server) writtenByPublishers(p *parked, who subscriber, pos *streamPos, out *sseWriter) *parkedStream {
-	oc, ok := p.conn.(*ownedConn)
-	if !ok || s.answers == nil || s.faults != nil {
-		return nil
-	}
-	rr := oc.raw()
+	rr := s.publisherWriter(p)
 	if rr == nil {
 		return nil
 	}
-	ps := &parkedStream{s: s, p: p, rr: rr, who: who, pos: pos, out: out}
-	ps.state.Store(streamOwned) // until its first wait
+	ps := &parkedStream{s: s, offer: offer{p: p, rr: rr}, who: who, pos: pos, out: out}
+	ps.state.Store(offerOwned) // until its first wait
 	return ps
-}
-
-// notify is the stream's Subscription.Notify function. It runs in the appending goroutine under
-// the store's lock, so it only offers the stream or pokes its owner.
-func (ps *parkedStream) notify() {
-	if !ps.s.answers.offer(ps) {
-		ps.p.poke()
-	}
 }
 
 // answer is a publisher's part.
 func (ps *parkedStream) answer() {
-	if !ps.state.CompareAndSwap(offerQueued, offerAnswering) {
-		return
-	}
-	defer func() {
-		// A panic here (a bug) must not leave the owner waiting on offerAnswering for ever: the
-		// stream ends, and the publish's handler reports the panic.
-		if v := recover(); v != nil {
-			ps.state.CompareAndSwap(offerAnswering, streamBroken)
-			ps.p.poke()
-			panic(v)
-		}
-	}()
 	s, out := ps.s, ps.out
 	if s.isDraining() || !time.Now().Before(ps.who.expires) {
 		ps.giveBack(true) // the owner says goodbye
@@ -290,7 +256,7 @@ func (ps *parkedStream) answer() {
 	rest, err := ps.rr.writeNow(out.buf)
 	if err != nil {
 		out.release()
-		ps.state.Store(streamBroken)
+		ps.state.Store(offerBroken)
 		ps.p.poke()
 		return
 	}
@@ -301,21 +267,13 @@ func (ps *parkedStream) answer() {
 	if len(rest) > 0 {
 		out.buf = out.buf[:copy(out.buf, rest)]
 		s.parked.streamWritesInPart.Add(1)
-		ps.state.Store(streamBehind)
+		ps.state.Store(offerUnfinished)
 		ps.p.poke()
 		return
 	}
 	out.release()
 	s.parked.streamWritesByPublisher.Add(1)
 	ps.giveBack(len(b.Messages) == streamBatch) // a full batch: more may wait, for the owner
-}
-
-// giveBack hands the stream back to its owner, waiting, and pokes it if poke.
-func (ps *parkedStream) giveBack(poke bool) {
-	ps.state.Store(offerWaiting)
-	if poke {
-		ps.p.poke()
-	}
 }
 
 func (*parkedStream) arm() {}
@@ -325,23 +283,23 @@ func (*parkedStream) arm() {}
 // poked when it should read (it was poked, or wrote a publisher's rest), and errStreamWrite when
 // a write failed.
 func (ps *parkedStream) wait(until time.Time) (poked bool, err error) {
-	if ps.state.CompareAndSwap(streamOwned, offerWaiting) { // always, but for a broken stream
+	if ps.state.CompareAndSwap(offerOwned, offerWaiting) { // always, but for a broken stream
 		poked, err = ps.p.wait(until)
 	}
 	for {
 		switch ps.state.Load() {
 		case offerWaiting:
-			if ps.state.CompareAndSwap(offerWaiting, streamOwned) {
+			if ps.state.CompareAndSwap(offerWaiting, offerOwned) {
 				return poked, err
 			}
-		case streamBehind:
-			ps.state.Store(streamOwned)
+		case offerUnfinished:
+			ps.state.Store(offerOwned)
 			if werr := ps.out.flush(); werr != nil {
 				return false, errStreamWrite
 			}
 			return true, err
-		case streamBroken:
-			ps.state.Store(streamOwned)
+		case offerBroken:
+			ps.state.Store(offerOwned)
 			return false, errStreamWrite
 		default:
 			settle(&ps.state)

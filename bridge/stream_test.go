@@ -197,7 +197,7 @@ func rawStream(t *testing.T, h *harness, who subscriber) (*parkedStream, net.Con
 		t.Fatal(err)
 	}
 	p := &parked{conn: conn}
-	ps := &parkedStream{s: h.srv, p: p, rr: newRawReader(rc), who: who, pos: &streamPos{},
+	ps := &parkedStream{s: h.srv, offer: offer{p: p, rr: newRawReader(rc)}, who: who, pos: &streamPos{},
 		out: &sseWriter{p: p, timeout: time.Second}}
 	return ps, client
 }
@@ -218,7 +218,7 @@ func TestPublisherLeavesTheEndToTheOwner(t *testing.T) {
 				h.srv.Drain()
 			}
 			ps.state.Store(offerQueued)
-			ps.answer()
+			answerOne(ps)
 			if st := ps.state.Load(); st != offerWaiting || !ps.p.woken.Load() {
 				t.Fatalf("state %d, owner poked %v; want offerWaiting (%d) and poked", st, ps.p.woken.Load(), offerWaiting)
 			}
@@ -247,10 +247,10 @@ func TestPublisherPanicLeavesTheStreamBroken(t *testing.T) {
 				t.Fatal("answer did not panic on a nil writer; the test needs another fault")
 			}
 		}()
-		ps.answer()
+		answerOne(ps)
 	}()
-	if st := ps.state.Load(); st != streamBroken {
-		t.Fatalf("state %d after the panic, want streamBroken (%d)", st, streamBroken)
+	if st := ps.state.Load(); st != offerBroken {
+		t.Fatalf("state %d after the panic, want offerBroken (%d)", st, offerBroken)
 	}
 	if !ps.p.woken.Load() {
 		t.Fatal("the owner was not poked")
