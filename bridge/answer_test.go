@@ -121,36 +121,12 @@ func (l smallWrites) Accept() (net.Conn, error) {
 // client that is not reading, and finished by the connection's goroutine.
 func TestPublisherLeavesTheRestOfALargeAnswerToTheOwner(t *testing.T) {
 	h := newHarness(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := h.serveParkingOn(smallWrites{ln}, nil)
+	base := h.serveSmallWrites()
 	tok := token(t, "u", time.Hour)
 	conn, rd := keptConn(t, base, tok)
 	repoll(t, h, conn, tok, "", "10s", 1)
 
-	// About 600 KB in one publish; the publish returns although the client reads nothing yet.
-	chunk := strings.Repeat("x", 40<<10)
-	var b strings.Builder
-	b.WriteString(`{"messages":[`)
-	for i := range 15 {
-		if i > 0 {
-			b.WriteString(",")
-		}
-		fmt.Fprintf(&b, `{"user":"u","data":"%02d%s"}`, i, chunk)
-	}
-	b.WriteString(`]}`)
-	done := make(chan int)
-	go func() { done <- h.do("POST", "/v1/publish", testPublishKey, b.String()).Code }()
-	select {
-	case code := <-done:
-		if code != 200 {
-			t.Fatalf("publish: %d", code)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the publish waited for a client that does not read")
-	}
+	chunk := publishLarge(t, h, "message")
 	if h.scrape()["bridged_publisher_writes_total{result=partial,transport=longpoll}"] != 1 {
 		t.Fatalf("answers begun by the publisher: %d, want 1 (by the publisher, whole: %d)",
 			h.srv.parked.answeredInPart.Load(), h.srv.parked.answeredByPublisher.Load())
@@ -172,6 +148,44 @@ func TestPublisherLeavesTheRestOfALargeAnswerToTheOwner(t *testing.T) {
 	if _, body := readAnswer(t, rd, "GET"); !strings.Contains(body, `"data":"after"`) {
 		t.Fatalf("re-poll after the large answer: %s", body)
 	}
+}
+
+// publishLarge publishes 15 messages of event to "u" whose data is their number and chunk, about
+// 600 KB in one publish, and returns chunk. It fails t unless the publish returns while the
+// client reads nothing: a publisher never waits for a client.
+func publishLarge(t *testing.T, h *harness, event string) (chunk string) {
+	t.Helper()
+	chunk = strings.Repeat("x", 40<<10)
+	var b strings.Builder
+	b.WriteString(`{"messages":[`)
+	for i := range 15 {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `{"user":"u","event":%q,"data":"%02d%s"}`, event, i, chunk)
+	}
+	b.WriteString(`]}`)
+	done := make(chan int)
+	go func() { done <- h.do("POST", "/v1/publish", testPublishKey, b.String()).Code }()
+	select {
+	case code := <-done:
+		if code != 200 {
+			t.Fatalf("publish: %d", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the publish waited for a client that does not read")
+	}
+	return chunk
+}
+
+// serveSmallWrites is serveParking with a 4 KiB send buffer on every connection (smallWrites).
+func (h *harness) serveSmallWrites() string {
+	h.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return h.serveParkingOn(smallWrites{ln}, nil)
 }
 
 // Many clients in long-poll loops with short waits, so time-outs race with publishes, and

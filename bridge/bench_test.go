@@ -374,6 +374,89 @@ func BenchmarkRepollOverConnection(b *testing.B) {
 // long-poll (answer.go); "owner" wakes the parked connection's goroutine to answer it. ns/op
 // includes both clients and the loopback.
 func BenchmarkDeliveryCycle(b *testing.B) {
+	benchAnswerModes(b, func(b *testing.B, srv *Server, store *memory.Store, _ bool) {
+		conn, rd := servedConn(b, srv, true)
+		pub, prd := servedConn(b, srv, true)
+		tok := token(b, "u", time.Hour)
+		ids, err := store.Append(context.Background(), []cache.Draft{{Stream: "u", Event: "message", Data: []byte(`"first"`)}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cursor := ids[0].String()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := io.WriteString(conn, "GET /v1/poll?wait=10s&cursor="+cursor+"&token="+tok+" HTTP/1.1\r\nHost: bench\r\n\r\n"); err != nil {
+				b.Fatal(err)
+			}
+			for srv.conns.total.Load() == 0 { // parked
+				runtime.Gosched()
+			}
+			if _, err := io.WriteString(pub, benchPublishRequest); err != nil {
+				b.Fatal(err)
+			}
+			readOK(b, rd)
+			res, err := http.ReadResponse(prd, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var answer struct{ IDs []string }
+			err = json.NewDecoder(res.Body).Decode(&answer)
+			res.Body.Close()
+			if err != nil || len(answer.IDs) != 1 {
+				b.Fatalf("publish answer: %v %v", answer, err)
+			}
+			cursor = answer.IDs[0]
+			for srv.conns.total.Load() != 0 { // the answered poll let go of its slot
+				runtime.Gosched()
+			}
+		}
+	})
+}
+
+// BenchmarkStreamDelivery: one message to an SSE stream parked on a kept-alive server through
+// Listener: an app publishes it over one connection, and both the stream's frame and the
+// publish's answer are read. "publisher" has the publishing goroutine write the frame
+// (parkedStream); "owner" wakes the stream's goroutine to write it. ns/op includes both clients
+// and the loopback.
+func BenchmarkStreamDelivery(b *testing.B) {
+	benchAnswerModes(b, func(b *testing.B, srv *Server, _ *memory.Store, byPublisher bool) {
+		conn, rd := servedConn(b, srv, true)
+		pub, prd := servedConn(b, srv, true)
+		if _, err := io.WriteString(conn, "GET /v1/sse?token="+token(b, "u", time.Hour)+" HTTP/1.1\r\nHost: bench\r\n\r\n"); err != nil {
+			b.Fatal(err)
+		}
+		for { // the head, then hello
+			line, err := rd.ReadString('\n')
+			if err != nil {
+				b.Fatal(err)
+			}
+			if line == "\r\n" {
+				break
+			}
+		}
+		if f := readSSEFrame(b, rd); !strings.Contains(f, "event: hello") {
+			b.Fatalf("first frame %q", f)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := io.WriteString(pub, benchPublishRequest); err != nil {
+				b.Fatal(err)
+			}
+			if f := readSSEFrame(b, rd); !strings.HasPrefix(f, "id: ") {
+				b.Fatalf("frame %q", f)
+			}
+			readOK(b, prd)
+		}
+		if byPublisher && srv.parked.streamWritesByPublisher.Load() == 0 {
+			b.Fatal("no frame was written by the publisher")
+		}
+	})
+}
+
+// benchAnswerModes runs f as two sub-benchmarks on a fresh server each: "publisher", with
+// long-polls answered and streams written by the publishing goroutine (answer.go, stream.go),
+// and "owner", with that turned off.
+func benchAnswerModes(b *testing.B, f func(b *testing.B, srv *Server, store *memory.Store, byPublisher bool)) {
 	for _, byPublisher := range []bool{true, false} {
 		name := "owner"
 		if byPublisher {
@@ -384,91 +467,7 @@ func BenchmarkDeliveryCycle(b *testing.B) {
 			if !byPublisher {
 				srv.answers = nil
 			}
-			conn, rd := servedConn(b, srv, true)
-			pub, prd := servedConn(b, srv, true)
-			tok := token(b, "u", time.Hour)
-			ids, err := store.Append(context.Background(), []cache.Draft{{Stream: "u", Event: "message", Data: []byte(`"first"`)}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			cursor := ids[0].String()
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := io.WriteString(conn, "GET /v1/poll?wait=10s&cursor="+cursor+"&token="+tok+" HTTP/1.1\r\nHost: bench\r\n\r\n"); err != nil {
-					b.Fatal(err)
-				}
-				for srv.conns.total.Load() == 0 { // parked
-					runtime.Gosched()
-				}
-				if _, err := io.WriteString(pub, benchPublishRequest); err != nil {
-					b.Fatal(err)
-				}
-				readOK(b, rd)
-				res, err := http.ReadResponse(prd, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				var answer struct{ IDs []string }
-				err = json.NewDecoder(res.Body).Decode(&answer)
-				res.Body.Close()
-				if err != nil || len(answer.IDs) != 1 {
-					b.Fatalf("publish answer: %v %v", answer, err)
-				}
-				cursor = answer.IDs[0]
-				for srv.conns.total.Load() != 0 { // the answered poll let go of its slot
-					runtime.Gosched()
-				}
-			}
-		})
-	}
-}
-
-// BenchmarkStreamDelivery: one message to an SSE stream parked on a kept-alive server through
-// Listener: an app publishes it over one connection, and both the stream's frame and the
-// publish's answer are read. "publisher" has the publishing goroutine write the frame
-// (parkedStream); "owner" wakes the stream's goroutine to write it. ns/op includes both clients
-// and the loopback.
-func BenchmarkStreamDelivery(b *testing.B) {
-	for _, byPublisher := range []bool{true, false} {
-		name := "owner"
-		if byPublisher {
-			name = "publisher"
-		}
-		b.Run(name, func(b *testing.B) {
-			srv, _ := benchServer(b)
-			if !byPublisher {
-				srv.answers = nil
-			}
-			conn, rd := servedConn(b, srv, true)
-			pub, prd := servedConn(b, srv, true)
-			if _, err := io.WriteString(conn, "GET /v1/sse?token="+token(b, "u", time.Hour)+" HTTP/1.1\r\nHost: bench\r\n\r\n"); err != nil {
-				b.Fatal(err)
-			}
-			for { // the head, then hello
-				line, err := rd.ReadString('\n')
-				if err != nil {
-					b.Fatal(err)
-				}
-				if line == "\r\n" {
-					break
-				}
-			}
-			if f := readSSEFrame(b, rd); !strings.Contains(f, "event: hello") {
-				b.Fatalf("first frame %q", f)
-			}
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := io.WriteString(pub, benchPublishRequest); err != nil {
-					b.Fatal(err)
-				}
-				if f := readSSEFrame(b, rd); !strings.HasPrefix(f, "id: ") {
-					b.Fatalf("frame %q", f)
-				}
-				readOK(b, prd)
-			}
-			if byPublisher && srv.parked.streamWritesByPublisher.Load() == 0 {
-				b.Fatal("no frame was written by the publisher")
-			}
+			f(b, srv, store, byPublisher)
 		})
 	}
 }

@@ -65,40 +65,16 @@ func cursorN(t *testing.T, id string) uint64 {
 // client that is not reading, and finished by the stream's goroutine.
 func TestPublisherLeavesTheRestOfTheFramesToTheOwner(t *testing.T) {
 	h := newHarness(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := h.serveParkingOn(smallWrites{ln}, nil)
-	s := openSSE(t, base, "", token(t, "u", time.Hour), nil)
+	s := openSSE(t, h.serveSmallWrites(), "", token(t, "u", time.Hour), nil)
 	s.expect("hello")
 
-	chunk := strings.Repeat("x", 40<<10) // 15 of them: about 600 KB in one publish
-	var b strings.Builder
-	b.WriteString(`{"messages":[`)
-	for i := range 15 {
-		if i > 0 {
-			b.WriteString(",")
-		}
-		fmt.Fprintf(&b, `{"user":"u","event":"big","data":"%02d%s"}`, i, chunk)
-	}
-	b.WriteString(`]}`)
-	done := make(chan int)
-	go func() { done <- h.do("POST", "/v1/publish", testPublishKey, b.String()).Code }()
-	select {
-	case code := <-done:
-		if code != 200 {
-			t.Fatalf("publish: %d", code)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the publish waited for a client that does not read")
-	}
+	chunk := publishLarge(t, h, "big")
 	if h.scrape()["bridged_publisher_writes_total{result=partial,transport=sse}"] != 1 {
 		t.Fatalf("writes begun by the publisher: %d, want 1 (whole: %d)",
 			h.srv.parked.streamWritesInPart.Load(), h.srv.parked.streamWritesByPublisher.Load())
 	}
 	for i := range 15 {
-		if f := s.expect("big"); f.Data[:len(`{"id":"`)] != `{"id":"` || !strings.Contains(f.Data, fmt.Sprintf(`"data":"%02d%s"`, i, chunk)) {
+		if f := s.expect("big"); !strings.HasPrefix(f.Data, `{"id":"`) || !strings.Contains(f.Data, fmt.Sprintf(`"data":"%02d%s"`, i, chunk)) {
 			t.Fatalf("frame %d is %d bytes, starting %.40s", i, len(f.Data), f.Data)
 		}
 	}
