@@ -120,7 +120,7 @@ func (p *parked) awaitRaw(r *rawReader, until time.Time) (bufp *[]byte, n int, p
 }
 
 // rawReader reads a connection's requests through its raw descriptor (awaitRaw), and writes a
-// long-poll's answer through it without waiting (writeNow).
+// publisher's long-poll answer or SSE frames through it without waiting (writeNow).
 type rawReader struct {
 	rc   syscall.RawConn
 	fn   func(fd uintptr) bool // read, bound once: a closure made per read would be an allocation
@@ -128,7 +128,7 @@ type rawReader struct {
 	n    int
 	err  error
 
-	// Of writeNow, used by one goroutine at a time (the one answering a parked long-poll).
+	// Of writeNow, used by one goroutine at a time (the publisher holding the connection's offer).
 	putFn func(fd uintptr) // put, bound once
 	out   []byte           // what is left to write
 	werr  error

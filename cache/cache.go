@@ -179,7 +179,8 @@ type Statser interface {
 // InMemory is implemented by stores that hold their messages in the process's memory and read
 // them without I/O: a ReadAfter costs a lock and a copy and never waits on a network. A caller
 // may then read on other readers' behalf in a goroutine that must not wait (bridge answers a
-// parked long-poll from the goroutine whose publish woke it).
+// parked long-poll, or writes a parked SSE stream's frames, from the goroutine whose publish
+// woke it).
 type InMemory interface {
 	InMemory()
 }
