@@ -106,6 +106,7 @@ func (r *report) rows() []row {
 		{"sse.duplicated", "SSE duplicated", "msgs", true, 0},
 		{"lp.wake.p50_ms", "long-poll wake p50 (" + lp + ")", "ms", true, 2},
 		{"lp.wake.p99_ms", "long-poll wake p99", "ms", true, 2},
+		{"lp.wake_cpu_us", "  server CPU per wake-up (its re-poll included)", "µs", true, 0},
 		{"lp.loop.p50_ms", fmt.Sprintf("re-poll loop delivery p50 (%.0f msg/s)", c.rate), "ms", true, 2},
 		{"lp.loop.p99_ms", "re-poll loop delivery p99", "ms", true, 2},
 		{"lp.lost", "long-poll lost (wake + loop)", "msgs", true, 0},

@@ -490,6 +490,12 @@ func runLongPoll(ctx context.Context, cfg *config, p *proc, pr *progress) (*resu
 
 	pr.phase(fmt.Sprintf("longpoll %s: waking %d", p.kind, n), 0)
 	var wst pubStats
+	// The server's CPU over the wake-up, the re-polls it sets off included, and the tool's own:
+	// both share the machine's cores while it lasts. Under -profile, a one-second CPU profile
+	// covers it (and the loop's starts when that one ends).
+	wpids := p.pids()
+	wcpu0, self0 := cpuSeconds(wpids), cpuSeconds([]int{os.Getpid()})
+	p.prof.cpu(ctx, "wake", time.Second)
 	wake0 := time.Now()
 	publish(ctx, p.addr, p.proto, l, pubPlan{count: int64(n), conns: cfg.publishers,
 		pick: func(i int64) int { return int(i) }, acked: f.wakeSeries.published}, &wst, pr)
@@ -498,7 +504,10 @@ func runLongPoll(ctx context.Context, cfg *config, p *proc, pr *progress) (*resu
 		t := l.Tally()
 		res.note("longpoll: wake-up incomplete: %d of %d delivered", t.Delivered, t.Expected)
 	}
-	res.note("longpoll: wake-up: %d publishes from %d connections took %.0f ms", n, cfg.publishers, wakePublished.Seconds()*1e3)
+	wcpu, self := cpuSeconds(wpids)-wcpu0, cpuSeconds([]int{os.Getpid()})-self0
+	res.Metrics["lp.wake_cpu_us"] = wcpu / float64(n) * 1e6
+	res.note("longpoll: wake-up: %d publishes from %d connections took %.0f ms; server CPU %.2f s (%.0f µs per wake-up), bridgebench's %.2f s, until every wake-up arrived",
+		n, cfg.publishers, wakePublished.Seconds()*1e3, wcpu, wcpu/float64(n)*1e6, self)
 	res.latency("lp.wake", &f.wake)
 	if off, n, worst, typical, ok := f.wakeSeries.worstWindow(wakeWindow); ok {
 		res.note("longpoll: wake-up by %s of publish time: the windows' median latency is %.1f ms; the worst window, at +%.0f ms, had %d wake-ups and a median of %.1f ms",
