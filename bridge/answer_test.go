@@ -289,48 +289,38 @@ func readResponse(rd *bufio.Reader) (string, error) {
 // poked, so the owner closes the connection instead of waiting for the answer for ever.
 func TestPublisherPanicLeavesTheLongPollBroken(t *testing.T) {
 	h := newHarness(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	conn, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	rc, err := conn.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, rr, _ := rawConnPair(t)
 	sub, err := h.store.Subscribe(t.Context(), "u")
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.publish(`{"user":"u","data":1}`)
-	lp := &parkedPoll{s: h.srv, offer: offer{p: &parked{conn: conn}, rr: newRawReader(rc)}, user: "u", sub: sub,
+	lp := &parkedPoll{s: h.srv, offer: offer{p: &parked{conn: conn}, rr: rr}, user: "u", sub: sub,
 		release: func() {}, header: nil /* writeJSON's Header().Set panics on it */, logLine: func(int, int64) {}}
-	lp.state.Store(offerQueued)
+	answerPanics(t, lp, "a nil header map")
+	if !lp.wait() {
+		t.Fatal("the owner would keep a broken connection")
+	}
+}
+
+// answerPanics runs a publisher's answer of o, which must panic on fault, and checks that the
+// panic left o broken and its owner poked.
+func answerPanics(t *testing.T, o offerable, fault string) {
+	t.Helper()
+	b := o.base()
+	b.state.Store(offerQueued)
 	func() {
 		defer func() {
 			if recover() == nil {
-				t.Fatal("answer did not panic on a nil header map; the test needs another fault")
+				t.Fatalf("answer did not panic on %s; the test needs another fault", fault)
 			}
 		}()
-		answerOne(lp)
+		answerOne(o)
 	}()
-	if st := lp.state.Load(); st != offerBroken {
+	if st := b.state.Load(); st != offerBroken {
 		t.Fatalf("state %d after the panic, want offerBroken (%d)", st, offerBroken)
 	}
-	if !lp.p.woken.Load() {
+	if !b.p.woken.Load() {
 		t.Fatal("the owner was not poked")
-	}
-	if !lp.wait() {
-		t.Fatal("the owner would keep a broken connection")
 	}
 }

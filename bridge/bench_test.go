@@ -350,21 +350,32 @@ func BenchmarkRepollOverConnection(b *testing.B) {
 	cursor := ids[0].String()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := io.WriteString(conn, "GET /v1/poll?wait=10s&cursor="+cursor+"&token="+tok+" HTTP/1.1\r\nHost: bench\r\n\r\n"); err != nil {
-			b.Fatal(err)
-		}
-		for srv.conns.total.Load() == 0 { // parked
-			runtime.Gosched()
-		}
+		benchPark(b, srv, conn, cursor, tok)
 		ids, err := store.Append(ctx, []cache.Draft{{Stream: "u", Event: "message", Data: data}})
 		if err != nil {
 			b.Fatal(err)
 		}
 		readOK(b, rd)
 		cursor = ids[0].String()
-		for srv.conns.total.Load() != 0 { // the answered poll let go of its slot
-			runtime.Gosched()
-		}
+		benchReleased(srv)
+	}
+}
+
+// benchPark sends a long-poll from cursor on conn, a kept connection to srv, and waits until it
+// is parked (holds its connection slot).
+func benchPark(b *testing.B, srv *Server, conn net.Conn, cursor, tok string) {
+	if _, err := io.WriteString(conn, "GET /v1/poll?wait=10s&cursor="+cursor+"&token="+tok+" HTTP/1.1\r\nHost: bench\r\n\r\n"); err != nil {
+		b.Fatal(err)
+	}
+	for srv.conns.total.Load() == 0 {
+		runtime.Gosched()
+	}
+}
+
+// benchReleased waits until the answered long-poll has let go of its connection slot.
+func benchReleased(srv *Server) {
+	for srv.conns.total.Load() != 0 {
+		runtime.Gosched()
 	}
 }
 
@@ -385,12 +396,7 @@ func BenchmarkDeliveryCycle(b *testing.B) {
 		cursor := ids[0].String()
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := io.WriteString(conn, "GET /v1/poll?wait=10s&cursor="+cursor+"&token="+tok+" HTTP/1.1\r\nHost: bench\r\n\r\n"); err != nil {
-				b.Fatal(err)
-			}
-			for srv.conns.total.Load() == 0 { // parked
-				runtime.Gosched()
-			}
+			benchPark(b, srv, conn, cursor, tok)
 			if _, err := io.WriteString(pub, benchPublishRequest); err != nil {
 				b.Fatal(err)
 			}
@@ -406,9 +412,7 @@ func BenchmarkDeliveryCycle(b *testing.B) {
 				b.Fatalf("publish answer: %v %v", answer, err)
 			}
 			cursor = answer.IDs[0]
-			for srv.conns.total.Load() != 0 { // the answered poll let go of its slot
-				runtime.Gosched()
-			}
+			benchReleased(srv)
 		}
 	})
 }

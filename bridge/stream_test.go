@@ -153,17 +153,28 @@ func TestStreamsUnderRacingPublishers(t *testing.T) {
 // other end is returned for reading.
 func rawStream(t *testing.T, h *harness, who subscriber) (*parkedStream, net.Conn) {
 	t.Helper()
+	conn, rr, client := rawConnPair(t)
+	p := &parked{conn: conn}
+	ps := &parkedStream{s: h.srv, offer: offer{p: p, rr: rr}, who: who, pos: &streamPos{},
+		out: &sseWriter{p: p, timeout: time.Second}}
+	return ps, client
+}
+
+// rawConnPair returns both ends of a loopback TCP connection, the server's with its raw reader;
+// both close when the test ends.
+func rawConnPair(t *testing.T) (conn net.Conn, rr *rawReader, client net.Conn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
+	client, err = net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close() })
-	conn, err := ln.Accept()
+	conn, err = ln.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,10 +183,7 @@ func rawStream(t *testing.T, h *harness, who subscriber) (*parkedStream, net.Con
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &parked{conn: conn}
-	ps := &parkedStream{s: h.srv, offer: offer{p: p, rr: newRawReader(rc)}, who: who, pos: &streamPos{},
-		out: &sseWriter{p: p, timeout: time.Second}}
-	return ps, client
+	return conn, newRawReader(rc), client
 }
 
 // A publisher leaves a stream to its owner, unwritten, when the token has expired or the node
@@ -216,21 +224,7 @@ func TestPublisherPanicLeavesTheStreamBroken(t *testing.T) {
 	h.publish(`{"user":"u","data":1}`)
 	ps, _ := rawStream(t, h, subscriber{user: "u", expires: time.Now().Add(time.Hour)})
 	ps.out = nil // the frame writer's methods panic on it
-	ps.state.Store(offerQueued)
-	func() {
-		defer func() {
-			if recover() == nil {
-				t.Fatal("answer did not panic on a nil writer; the test needs another fault")
-			}
-		}()
-		answerOne(ps)
-	}()
-	if st := ps.state.Load(); st != offerBroken {
-		t.Fatalf("state %d after the panic, want offerBroken (%d)", st, offerBroken)
-	}
-	if !ps.p.woken.Load() {
-		t.Fatal("the owner was not poked")
-	}
+	answerPanics(t, ps, "a nil writer")
 	if _, err := ps.wait(time.Now().Add(time.Second)); err != errStreamWrite {
 		t.Fatalf("the owner's wait: %v, want errStreamWrite", err)
 	}
