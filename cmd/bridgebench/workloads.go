@@ -493,8 +493,8 @@ func runLongPoll(ctx context.Context, cfg *config, p *proc, pr *progress) (*resu
 	// The server's CPU over the wake-up, the re-polls it sets off included, and the tool's own:
 	// both share the machine's cores while it lasts. Under -profile, a one-second CPU profile
 	// covers it (and the loop's starts when that one ends).
-	wpids := p.pids()
-	wcpu0, self0 := cpuSeconds(wpids), cpuSeconds([]int{os.Getpid()})
+	pids := p.pids()
+	wcpu0, self0 := cpuSeconds(pids), selfCPU()
 	p.prof.cpu(ctx, "wake", time.Second)
 	wake0 := time.Now()
 	publish(ctx, p.addr, p.proto, l, pubPlan{count: int64(n), conns: cfg.publishers,
@@ -504,7 +504,7 @@ func runLongPoll(ctx context.Context, cfg *config, p *proc, pr *progress) (*resu
 		t := l.Tally()
 		res.note("longpoll: wake-up incomplete: %d of %d delivered", t.Delivered, t.Expected)
 	}
-	wcpu, self := cpuSeconds(wpids)-wcpu0, cpuSeconds([]int{os.Getpid()})-self0
+	wcpu, self := cpuSeconds(pids)-wcpu0, selfCPU()-self0
 	res.Metrics["lp.wake_cpu_us"] = wcpu / float64(n) * 1e6
 	res.note("longpoll: wake-up: %d publishes from %d connections took %.0f ms; server CPU %.2f s (%.0f µs per wake-up), bridgebench's %.2f s, until every wake-up arrived",
 		n, cfg.publishers, wakePublished.Seconds()*1e3, wcpu, wcpu/float64(n)*1e6, self)
@@ -524,7 +524,6 @@ func runLongPoll(ctx context.Context, cfg *config, p *proc, pr *progress) (*resu
 	}
 
 	pr.phase(fmt.Sprintf("longpoll %s: re-poll loop, %.0f msg/s", p.kind, cfg.rate), cfg.duration)
-	pids := p.pids()
 	cpu0, d0, t0 := cpuSeconds(pids), f.loopDelivered.Load(), time.Now()
 	p.prof.cpu(ctx, "loop", cfg.duration)
 	var st pubStats
